@@ -1,0 +1,30 @@
+"""`gsp-hub models`: list the registered architectures and poolings."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_parser"]
+
+
+def _list_models(args: argparse.Namespace) -> int:
+    import gsp_hub  # noqa: F401  (registers the models)
+    from gsp_hub.layers import list_pools
+    from gsp_hub.models import list_gsp_models
+
+    names = [name for name in list_gsp_models() if args.filter in name]
+    print(f"{len(names)} gsp_hub timm models (timm.create_model(<name>) after `import gsp_hub`):")
+    for name in names:
+        print(f"  {name}")
+    print("poolings (create_pool(<name>, dim) / --pool): " + ", ".join(list_pools()))
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "models",
+        help="list the timm models and poolings that gsp_hub registers",
+        description="List the timm architectures registered by `import gsp_hub`, and the pooling names.",
+    )
+    parser.add_argument("--filter", default="", help="only names containing this substring (e.g. gsp_)")
+    parser.set_defaults(func=_list_models)

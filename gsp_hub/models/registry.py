@@ -1,0 +1,74 @@
+"""timm registration of the MetricNet family: ``metric_net`` (any backbone) and named backbone + pool pairs.
+
+timm has no plug-in discovery: importing this module (``import gsp_hub`` does it) registers the entrypoints.
+``default_cfgs`` must exist before the ``register_model`` calls because timm reads it at registration time.
+Each named model takes its preprocessing (input size, mean, std, interpolation, crop) from its backbone's
+default pretrained config, so ``timm.data.resolve_model_data_config(model)`` gives the backbone's transform.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import timm
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from gsp_hub.models.metric_net import MetricNet
+
+__all__ = ["NAMED_MODELS", "metric_net", "data_cfg_of_backbone"]
+
+# name -> (backbone, pool). The gap_* twins are the same networks with average pooling (the baselines).
+NAMED_MODELS: dict[str, tuple[str, str]] = {
+    f"{prefix}_{backbone}": (backbone, pool)
+    for backbone in ("resnet18", "resnet50", "tf_efficientnet_lite0", "vit_small_patch16_224", "convnext_tiny")
+    for prefix, pool in (("gsp", "gsp"), ("gap", "avg"))
+}
+_DATA_FIELDS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
+
+
+def data_cfg_of_backbone(backbone: str) -> dict[str, Any]:
+    """Preprocessing fields (input_size, mean, std, ...) and first conv of a timm backbone's default config."""
+    cfg = timm.get_pretrained_cfg(backbone)
+    if cfg is None:
+        raise ValueError(f"backbone={backbone!r} is not a registered timm model; see timm.list_models().")
+    fields = {name: getattr(cfg, name) for name in _DATA_FIELDS}
+    fields["first_conv"] = f"backbone.{cfg.first_conv}" if cfg.first_conv else None
+    return fields
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        "metric_net": dict(num_classes=0, classifier="head", license="apache-2.0"),
+        **{
+            name: dict(num_classes=0, classifier="head", license="apache-2.0", **data_cfg_of_backbone(backbone))
+            for name, (backbone, _) in NAMED_MODELS.items()
+        },
+    }
+)
+
+
+def _build(variant: str, pretrained: bool, backbone: str, **kwargs: Any) -> MetricNet:
+    if kwargs.get("pretrained_cfg") is None and kwargs.get("pretrained_cfg_overlay") is None:
+        kwargs["pretrained_cfg_overlay"] = data_cfg_of_backbone(backbone)
+    return build_model_with_cfg(MetricNet, variant, pretrained, backbone=backbone, **kwargs)
+
+
+@register_model
+def metric_net(pretrained: bool = False, backbone: str = "resnet50", **kwargs: Any) -> MetricNet:
+    """MetricNet over any timm ``backbone`` (default pool: GSP); preprocessing follows the backbone."""
+    return _build("metric_net", pretrained, backbone, **kwargs)
+
+
+def _named_entrypoint(name: str, backbone: str, pool: str) -> Callable[..., MetricNet]:
+    def entrypoint(pretrained: bool = False, **kwargs: Any) -> MetricNet:
+        kwargs.setdefault("pool", pool)
+        return build_model_with_cfg(MetricNet, name, pretrained, backbone=backbone, **kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__module__ = __name__
+    entrypoint.__doc__ = f"MetricNet: timm {backbone} backbone, {pool} pooling."
+    return entrypoint
+
+
+for _name, (_backbone, _pool) in NAMED_MODELS.items():
+    globals()[_name] = register_model(_named_entrypoint(_name, _backbone, _pool))

@@ -1,0 +1,67 @@
+"""Data for metric learning: load an image data set, split it by class, transform it lazily, sample m per class.
+
+The data flow of a run::
+
+    dataset = load_image_dataset(source)              # DatasetDict, columns image (Image) / label (ClassLabel)
+    splits = zero_shot_split(dataset)                 # DatasetSplits(train, test, num_classes, ...)
+    transforms = create_image_transforms(model, input_size=64)
+    train = with_image_transform(splits.train, transforms.train)
+    sampler = MPerClassBatchSampler(np.asarray(splits.train["label"]), m=4, batch_size=32)
+    loader = DataLoader(train, batch_sampler=sampler, collate_fn=collate_image_batch)
+
+``source=None`` is the Fashion-MNIST subset shipped in the package (:mod:`gsp_hub.data.embedded`).
+"""
+
+from gsp_hub.data.embedded import (
+    EMBEDDED_DATASET_NAME,
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_SUBSET_PATH,
+    load_fashion_mnist_subset,
+)
+from gsp_hub.data.loading import (
+    IMAGE_COLUMN,
+    IMAGE_COLUMN_NAMES,
+    LABEL_COLUMN,
+    LABEL_COLUMN_NAMES,
+    decode_image,
+    find_bad_images,
+    load_image_dataset,
+)
+from gsp_hub.data.sampler import MPerClassBatchSampler
+from gsp_hub.data.splits import SPLIT_PROTOCOLS, DatasetSplits, make_splits, own_splits, zero_shot_split
+from gsp_hub.data.transforms import (
+    BatchTransform,
+    ImageTransform,
+    ImageTransforms,
+    collate_image_batch,
+    create_image_transforms,
+    resolve_image_config,
+    with_image_transform,
+)
+
+__all__ = [
+    "EMBEDDED_DATASET_NAME",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_SUBSET_PATH",
+    "IMAGE_COLUMN",
+    "IMAGE_COLUMN_NAMES",
+    "LABEL_COLUMN",
+    "LABEL_COLUMN_NAMES",
+    "SPLIT_PROTOCOLS",
+    "BatchTransform",
+    "DatasetSplits",
+    "ImageTransform",
+    "ImageTransforms",
+    "MPerClassBatchSampler",
+    "collate_image_batch",
+    "create_image_transforms",
+    "decode_image",
+    "find_bad_images",
+    "load_fashion_mnist_subset",
+    "load_image_dataset",
+    "make_splits",
+    "own_splits",
+    "resolve_image_config",
+    "with_image_transform",
+    "zero_shot_split",
+]

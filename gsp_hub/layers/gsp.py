@@ -1,0 +1,162 @@
+"""Generalized Sum Pooling (GSP): a learnable convex combination of local features chosen by partial transport.
+
+Local features f_j (N per sample) and K learnable prototypes are projected into the unit ball; the Euclidean costs
+between them define an entropy-smoothed partial transport (:mod:`gsp_hub.layers.transport`) that moves a fraction
+``transport_ratio`` of the feature mass onto the prototypes. The transported fraction of every location gives the
+pooling weights ``w_j = transported_j / (N * transport_ratio)`` (sum 1), the pooled vector is ``sum_j w_j f_j`` on the
+un-projected features, and the attributes ``a_k = sum_j w_j assignment_kj`` (on the simplex) feed the zero-shot
+regulariser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from gsp_hub.layers.kcenter import greedy_k_center
+from gsp_hub.layers.pooling import register_pool, to_tokens
+from gsp_hub.layers.transport import (
+    GAP_RATIO_THRESHOLD,
+    check_transport_params,
+    partial_transport_factors,
+    solver_dtype,
+)
+
+__all__ = ["GSP", "GSPOutput", "prototype_costs", "unit_ball"]
+
+
+@dataclass
+class GSPOutput:
+    """Result of :meth:`GSP.transport`.
+
+    pooled: (B, dim) pooled features, in the input dtype.
+    attributes: (B, K) mass of the selected features per prototype; rows sum to 1 (float32, or float64).
+    weights: (B, N) pooling weights of the locations; rows sum to 1 (float32, or float64).
+    """
+
+    pooled: Tensor
+    attributes: Tensor
+    weights: Tensor
+
+
+def unit_ball(x: Tensor) -> Tensor:
+    """Project the rows of ``x`` (..., D) into the unit ball: x / max(1, ||x||); shorter rows are unchanged."""
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp(min=1.0)
+
+
+def prototype_costs(features: Tensor, prototypes: Tensor) -> Tensor:
+    """Euclidean distances between unit-ball projections: features (B, N, D), prototypes (K, D) -> (B, K, N).
+
+    One matrix product on the un-projected features (the projection is a per-location scale applied afterwards);
+    the squared distance is clamped at 1e-12 before the square root so that coincident points keep a finite gradient.
+    """
+    squared_norms = features.square().sum(dim=-1)  # (B, N)
+    scales = squared_norms.clamp(min=1.0).sqrt()  # max(1, ||f||)
+    projected_prototypes = unit_ball(prototypes)
+    cross = torch.matmul(features, projected_prototypes.T) / scales[..., None]  # (B, N, K)
+    squared = projected_prototypes.square().sum(dim=-1) + squared_norms.clamp(max=1.0)[..., None] - 2.0 * cross
+    return squared.clamp(min=1e-12).sqrt().transpose(1, 2)
+
+
+@register_pool("gsp")
+class GSP(nn.Module):
+    """Generalized Sum Pooling: (B, dim, H, W) or (B, N, dim) -> (B, dim).
+
+    Args:
+        dim: feature width.
+        num_prototypes: K, number of learnable prototypes.
+        transport_ratio: fraction of the feature mass transported (about the fraction of locations selected), (0, 1].
+        gamma: inverse entropy temperature > 0 (large = hard selection).
+        iters: Newton steps of the transport root solve.
+        memory_size: number of pooled embeddings a warm-up (e.g. a training callback) collects before calling
+            :meth:`init_prototypes_`; at least 2 * num_prototypes. Not used by the layer itself.
+
+    ``prototypes`` (K, dim) is created once here and only ever written in place; ``initialized`` (bool buffer) turns
+    True after :meth:`init_prototypes_`. Computation runs in float32 (float64 inputs stay float64) with autocast
+    disabled; ``pooled`` is returned in the input dtype.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_prototypes: int = 64,
+        transport_ratio: float = 0.3,
+        gamma: float = 5.0,
+        iters: int = 16,
+        memory_size: int = 1024,
+    ) -> None:
+        super().__init__()
+        for name, value in (("dim", dim), ("num_prototypes", num_prototypes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        check_transport_params(transport_ratio, gamma, iters)
+        if isinstance(memory_size, bool) or not isinstance(memory_size, int) or memory_size < 2 * num_prototypes:
+            raise ValueError(
+                f"memory_size must be an int >= 2 * num_prototypes = {2 * num_prototypes} (k-center needs "
+                f"num_prototypes seeds plus at least as many candidates), got {memory_size!r}."
+            )
+        self.dim = dim
+        self.num_prototypes = num_prototypes
+        self.transport_ratio = float(transport_ratio)
+        self.gamma = float(gamma)
+        self.iters = iters
+        self.memory_size = memory_size
+        self.prototypes = nn.Parameter(torch.empty(num_prototypes, dim))
+        self.register_buffer("initialized", torch.tensor(False))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Random prototypes of norm about 1 (N(0, 1/dim) entries); marks the layer as not initialised."""
+        nn.init.normal_(self.prototypes, std=self.dim**-0.5)
+        self.initialized.fill_(False)
+
+    @torch.no_grad()
+    def init_prototypes_(self, embeddings: Tensor) -> None:
+        """Set the prototypes by greedy k-center over pooled ``embeddings`` (M, dim), M >= 2 * num_prototypes.
+
+        As in the paper's framework: rows are projected into the unit ball, the first K rows are seeds (covered,
+        not used) and K prototypes are picked among the remaining M - K rows. Writes in place and sets
+        ``initialized``.
+        """
+        num_prototypes = self.num_prototypes
+        if not isinstance(embeddings, Tensor) or embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
+            shape = tuple(embeddings.shape) if isinstance(embeddings, Tensor) else type(embeddings).__name__
+            raise ValueError(f"embeddings must be a tensor of shape (M, {self.dim}), got {shape}.")
+        if embeddings.shape[0] < 2 * num_prototypes:
+            raise ValueError(
+                f"embeddings must have at least 2 * num_prototypes = {2 * num_prototypes} rows (K seeds + at least "
+                f"K candidates), got {embeddings.shape[0]}; collect more pooled embeddings first."
+            )
+        projected = unit_ball(embeddings.to(device=self.prototypes.device, dtype=torch.float64))
+        picks = greedy_k_center(projected[num_prototypes:], num_prototypes, seeds=projected[:num_prototypes])
+        self.prototypes.copy_(picks)
+        self.initialized.fill_(True)
+
+    def transport(self, x: Tensor) -> GSPOutput:
+        """Pooled features, prototype attributes and location weights of x (B, dim, H, W) or (B, N, dim)."""
+        tokens = to_tokens(x, self.dim)
+        compute_dtype = solver_dtype(tokens.dtype)
+        transported_mass = 1.0 if self.transport_ratio >= GAP_RATIO_THRESHOLD else self.transport_ratio
+        with torch.autocast(device_type=tokens.device.type, enabled=False):
+            features = tokens.to(compute_dtype)
+            cost = prototype_costs(features, self.prototypes.to(compute_dtype))
+            transported, assignment = partial_transport_factors(
+                cost, self.transport_ratio, self.gamma, self.iters, check_values=False
+            )
+            weights = transported / (tokens.shape[1] * transported_mass)  # (B, N)
+            pooled = torch.bmm(weights[:, None, :], features).squeeze(1)  # (B, dim)
+            attributes = torch.bmm(assignment, weights[:, :, None]).squeeze(2)  # (B, K)
+        return GSPOutput(pooled=pooled.to(tokens.dtype), attributes=attributes, weights=weights)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, dim, H, W) or (B, N, dim) -> (B, dim) pooled features."""
+        return self.transport(x).pooled
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, num_prototypes={self.num_prototypes}, transport_ratio={self.transport_ratio}, "
+            f"gamma={self.gamma}, iters={self.iters}, memory_size={self.memory_size}"
+        )

@@ -1,0 +1,113 @@
+"""Global pooling of local features and the pool registry behind ``create_pool(name, dim, **kwargs)``.
+
+Every pool maps local features of width ``dim`` — a (B, dim, H, W) map or a (B, N, dim) token set — to (B, dim).
+Adding a pooling is one module decorated with ``@register_pool("name")`` whose constructor is ``cls(dim, **kwargs)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["AvgPool", "GeM", "MaxPool", "create_pool", "list_pools", "register_pool", "to_tokens"]
+
+PoolFactory = TypeVar("PoolFactory", bound=Callable[..., nn.Module])
+
+_POOLS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_pool(name: str) -> Callable[[PoolFactory], PoolFactory]:
+    """Class decorator adding a pool to the registry under ``name`` (constructor signature ``(dim, **kwargs)``)."""
+
+    def decorator(factory: PoolFactory) -> PoolFactory:
+        if name in _POOLS:
+            raise ValueError(f"a pool named {name!r} is already registered ({_POOLS[name]!r}); choose another name.")
+        _POOLS[name] = factory
+        return factory
+
+    return decorator
+
+
+def list_pools() -> list[str]:
+    """Sorted names accepted by :func:`create_pool`."""
+    return sorted(_POOLS)
+
+
+def create_pool(name: str, dim: int, **kwargs) -> nn.Module:
+    """Build the pool registered as ``name`` for features of width ``dim``; ``kwargs`` go to its constructor."""
+    if name not in _POOLS:
+        raise ValueError(f"unknown pool {name!r}; available pools: {', '.join(list_pools())}.")
+    return _POOLS[name](dim, **kwargs)
+
+
+def to_tokens(x: Tensor, dim: int) -> Tensor:
+    """(B, dim, H, W) feature map or (B, N, dim) tokens -> (B, N, dim) tokens (a view when possible)."""
+    if x.ndim == 4 and x.shape[1] == dim:
+        return x.flatten(2).transpose(1, 2)
+    if x.ndim == 3 and x.shape[2] == dim:
+        return x
+    raise ValueError(
+        f"expected local features of shape (B, {dim}, H, W) or (B, N, {dim}), got shape {tuple(x.shape)}; "
+        f"the pool was built for dim={dim}."
+    )
+
+
+def _check_dim(dim: int) -> None:
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be a positive int (feature width), got {dim!r}.")
+
+
+@register_pool("avg")
+class AvgPool(nn.Module):
+    """Global average pooling: (B, dim, H, W) or (B, N, dim) -> (B, dim)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        _check_dim(dim)
+        self.dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return to_tokens(x, self.dim).mean(dim=1)
+
+
+@register_pool("max")
+class MaxPool(nn.Module):
+    """Global max pooling: (B, dim, H, W) or (B, N, dim) -> (B, dim)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        _check_dim(dim)
+        self.dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return to_tokens(x, self.dim).amax(dim=1)
+
+
+@register_pool("gem")
+class GeM(nn.Module):
+    """Generalized-mean pooling (mean of clamp(x, eps)^p)^(1/p) with a learnable exponent p.
+
+    p = 1 is average pooling of the clamped features and p -> inf approaches max pooling.
+    (B, dim, H, W) or (B, N, dim) -> (B, dim).
+    """
+
+    def __init__(self, dim: int, p: float = 3.0, eps: float = 1e-6) -> None:
+        super().__init__()
+        _check_dim(dim)
+        if not p > 0:
+            raise ValueError(f"p must be > 0 (initial generalized-mean exponent), got {p!r}.")
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0 (lower clamp of the features), got {eps!r}.")
+        self.dim = dim
+        self.eps = eps
+        self.p = nn.Parameter(torch.tensor(float(p)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = to_tokens(x, self.dim).clamp(min=self.eps)
+        return tokens.pow(self.p).mean(dim=1).pow(1.0 / self.p)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, p={self.p.item():.4g}, eps={self.eps}"

@@ -1,0 +1,186 @@
+"""Entropy-smoothed partial optimal transport of GSP, solved exactly through one scalar root per sample.
+
+Per sample, N locations carry mass 1/N each and K prototypes have no capacity limit:
+
+    min_{plan, residual >= 0}  <cost, plan> + (1/gamma) * [sum plan log plan + sum residual log residual]
+    s.t.  plan.sum(K) + residual = 1/N  (every location),   plan.sum() = transport_ratio.
+
+The optimum factorises as ``plan[k, j] = transported[j] * assignment[k, j] / N`` and
+``residual[j] = (1 - transported[j]) / N`` with
+
+    ell[j]        = logsumexp_k(-gamma * cost[k, j])   affinity of location j to the prototype set
+    assignment    = softmax_k(-gamma * cost)           soft nearest-prototype assignment, (K, N)
+    transported[j] = sigmoid(tau + ell[j])             fraction of location j that is transported
+
+where ``tau`` is the unique root of ``mean_j sigmoid(tau + ell[j]) = transport_ratio``. The root is found by a
+safeguarded Newton iteration (fixed iteration count, no data-dependent Python control flow) and differentiated
+implicitly (:class:`TransportRoot`); everything else is ordinary autograd.
+
+Precision: the solve runs in float32 (float64 inputs stay float64) with autocast disabled, so bf16 / fp16 costs and
+large ``gamma`` give finite results. Outputs are returned in that compute dtype (float32 for half-precision inputs).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "GAP_RATIO_THRESHOLD",
+    "TransportRoot",
+    "check_transport_params",
+    "partial_transport",
+    "partial_transport_factors",
+    "solver_dtype",
+]
+
+#: Ratios at or above this value take the exact global-average path (transported == 1 everywhere).
+GAP_RATIO_THRESHOLD = 1.0 - 1e-7
+
+
+def check_transport_params(transport_ratio: float, gamma: float, iters: int) -> None:
+    """Raise ValueError unless 0 < transport_ratio <= 1, gamma > 0 (finite) and iters is an int >= 1."""
+    if isinstance(transport_ratio, bool) or not isinstance(transport_ratio, numbers.Real) or not (
+        0.0 < transport_ratio <= 1.0
+    ):
+        raise ValueError(
+            f"transport_ratio must be a number in (0, 1] (the fraction of mass transported to the prototypes), "
+            f"got {transport_ratio!r}; use 1.0 for global average pooling."
+        )
+    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not (0.0 < gamma < math.inf):
+        raise ValueError(
+            f"gamma must be a finite number > 0 (inverse entropy temperature; small values approach average "
+            f"pooling), got {gamma!r}."
+        )
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"iters must be an int >= 1 (Newton steps of the root solve; 16 is ample), got {iters!r}.")
+
+
+def _check_cost(cost: Tensor, check_values: bool) -> None:
+    """Raise ValueError unless ``cost`` is a floating (B, K, N) tensor of finite, non-negative values."""
+    if not isinstance(cost, Tensor):
+        raise TypeError(f"cost must be a torch.Tensor of shape (B, K, N), got {type(cost).__name__}.")
+    if cost.ndim != 3 or cost.numel() == 0:
+        raise ValueError(
+            f"cost must have shape (B, K, N) (batch, prototypes, locations) with no empty dimension, "
+            f"got shape {tuple(cost.shape)}."
+        )
+    if not cost.is_floating_point():
+        raise ValueError(f"cost must be a floating-point tensor, got dtype {cost.dtype}; cast it with cost.float().")
+    if not check_values or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return
+    if not bool(torch.isfinite(cost.detach()).all()):
+        raise ValueError("cost must contain only finite values, got NaN or inf entries; check the features.")
+    minimum = float(cost.detach().min())
+    if minimum < 0:
+        raise ValueError(f"cost must be non-negative (distances), got a minimum value of {minimum:.6g}.")
+
+
+def solver_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Precision of the transport computations for inputs of ``dtype``: float64 stays float64, all else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _newton_root(ell: Tensor, transport_ratio: float, iters: int) -> Tensor:
+    """tau (B,) with mean_j sigmoid(tau + ell[:, j]) = transport_ratio, for ell (B, N) and ratio in (0, 1).
+
+    Safeguarded Newton: the root lies in [logit(ratio) - max ell, logit(ratio) - min ell]; every step shrinks that
+    bracket with the sign of the constraint and takes the Newton step if it lands in the closed bracket, else bisects.
+    The inclusive test keeps rows whose constraint is already exactly satisfied at the root.
+    """
+    tiny = torch.finfo(ell.dtype).tiny
+    logit_ratio = math.log(transport_ratio) - math.log1p(-transport_ratio)
+    lo = logit_ratio - ell.amax(dim=1)
+    hi = logit_ratio - ell.amin(dim=1)
+    tau = torch.lerp(lo, hi, 0.5)
+    for _ in range(iters):  # fused ops only: about 15 small kernels per step
+        transported = torch.sigmoid(tau[:, None] + ell)
+        excess = transported.mean(dim=1) - transport_ratio
+        slope = torch.addcmul(transported, transported, transported, value=-1.0).mean(dim=1)  # mean s (1 - s)
+        below = excess < 0
+        lo = torch.where(below, tau, lo)
+        hi = torch.where(below, hi, tau)
+        newton = torch.addcdiv(tau, excess, slope.clamp_min(tiny), value=-1.0)
+        inside = newton.clamp(lo, hi) == newton  # closed bracket; False for NaN
+        tau = torch.where(inside, newton, torch.lerp(lo, hi, 0.5))
+    return tau
+
+
+class TransportRoot(torch.autograd.Function):
+    """tau (B,) solving mean_j sigmoid(tau + ell[:, j]) = ratio for ell (B, N); implicit gradient in backward.
+
+    Implicit function theorem: d tau / d ell_j = -s'_j / sum_i s'_i with s'_j = sigmoid'(tau + ell_j). Only ``ell``
+    and ``tau`` are saved. Usage: ``TransportRoot.apply(ell, transport_ratio, iters)`` with ratio in (0, 1).
+    """
+
+    @staticmethod
+    def forward(ctx, ell: Tensor, transport_ratio: float, iters: int) -> Tensor:  # type: ignore[override]
+        tau = _newton_root(ell, transport_ratio, iters)
+        ctx.save_for_backward(ell, tau)
+        return tau
+
+    @staticmethod
+    def backward(ctx, grad_tau: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        ell, tau = ctx.saved_tensors
+        logits = tau[:, None] + ell
+        slope = torch.sigmoid(logits) * torch.sigmoid(-logits)
+        total = slope.sum(dim=1, keepdim=True).clamp_min(torch.finfo(slope.dtype).tiny)
+        return -grad_tau[:, None] * slope / total, None, None
+
+
+def partial_transport_factors(
+    cost: Tensor, transport_ratio: float, gamma: float, iters: int = 16, *, check_values: bool = True
+) -> tuple[Tensor, Tensor]:
+    """The two factors of the transport plan, without materialising it.
+
+    Args:
+        cost: (B, K, N) non-negative costs between K prototypes and N locations.
+        transport_ratio: total transported mass in (0, 1]; values >= 1 - 1e-7 take the exact average-pooling path.
+        gamma: inverse entropy temperature > 0 (large = hard selection, tiny = average pooling).
+        iters: fixed number of safeguarded Newton steps (16 reaches <= 1e-7 in the constraint).
+        check_values: scan ``cost`` for negative / non-finite entries (one host sync); callers whose costs are
+            non-negative by construction (GSP) pass False. Shapes and scalars are always checked.
+
+    Returns:
+        transported (B, N): fraction sigmoid(tau + ell) of each location's mass that is transported, mean = ratio.
+        assignment (B, K, N): softmax over prototypes of ``-gamma * cost``.
+        Both in float32 (float64 if ``cost`` is float64); ``plan = transported[:, None] * assignment / N``.
+    """
+    check_transport_params(transport_ratio, gamma, iters)
+    _check_cost(cost, check_values)
+    compute_dtype = solver_dtype(cost.dtype)
+    with torch.autocast(device_type=cost.device.type, enabled=False):
+        logits = cost.to(compute_dtype) * (-gamma)
+        ell = torch.logsumexp(logits, dim=1)  # (B, N)
+        assignment = torch.exp(logits - ell[:, None, :])  # softmax over prototypes, reusing ell
+        if transport_ratio >= GAP_RATIO_THRESHOLD:
+            return torch.ones_like(ell), assignment
+        tau = TransportRoot.apply(ell, float(transport_ratio), iters)
+        transported = torch.sigmoid(tau[:, None] + ell)
+    return transported, assignment
+
+
+def partial_transport(cost: Tensor, transport_ratio: float, gamma: float, iters: int = 16) -> tuple[Tensor, Tensor]:
+    """Entropy-smoothed partial transport of N locations (mass 1/N each) onto K prototypes.
+
+    Args:
+        cost: (B, K, N) finite, non-negative costs.
+        transport_ratio: transported mass in (0, 1]; 1 gives the exact average-pooling plan (residual 0).
+        gamma: inverse entropy temperature > 0.
+        iters: fixed number of safeguarded Newton steps of the scalar root solve.
+
+    Returns:
+        plan (B, K, N) >= 0 with ``plan.sum((1, 2)) == transport_ratio``, and residual (B, N) >= 0 with
+        ``plan.sum(1) + residual == 1 / N``; float32 (float64 if ``cost`` is float64).
+
+    Raises:
+        ValueError: ratio outside (0, 1], gamma <= 0, iters < 1, cost not (B, K, N), negative or NaN costs.
+    """
+    transported, assignment = partial_transport_factors(cost, transport_ratio, gamma, iters)
+    num_locations = cost.shape[2]
+    plan = assignment * (transported / num_locations)[:, None, :]
+    residual = (1.0 - transported) / num_locations
+    return plan, residual

@@ -5,6 +5,7 @@ and ``timm.create_model('hf-hub:org/name')`` work for them.
 """
 
 from gsp_hub import models
+from gsp_hub.hub import from_pretrained
 from gsp_hub.layers import GSP, GSPOutput, create_pool, list_pools, partial_transport
 from gsp_hub.models import MetricNet, list_gsp_models
 
@@ -15,6 +16,7 @@ __all__ = [
     "GSPOutput",
     "MetricNet",
     "create_pool",
+    "from_pretrained",
     "list_gsp_models",
     "list_pools",
     "partial_transport",

@@ -1,0 +1,132 @@
+"""gsp_hub.metrics.retrieval_metrics vs pytorch-metric-learning's AccuracyCalculator at Stanford-Online-Products size.
+
+Data: 60,502 L2-normalised 512-d embeddings in 11,316 classes of 2-12 items (SOP test-set shape), generated
+deterministically (Gaussian clusters around random class centres). Each method runs once in a fresh subprocess,
+which reports the wall time of the metric call and its own peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``,
+which includes the Python/torch runtime and the 124 MB of embeddings). The parent prints both side by side, the
+ratios, and whether R@1, R-Precision and MAP@R agree to 1e-6.
+
+    python benchmarks/bench_metrics.py                      # both methods (AccuracyCalculator needs ~7 GB RAM)
+    python benchmarks/bench_metrics.py --methods gsp_hub --chunk-size 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+NUM_ITEMS, NUM_CLASSES, DIM = 60_502, 11_316, 512
+MIN_CLASS_SIZE, MAX_CLASS_SIZE = 2, 12
+NOISE = 2.2  # per-dimension spread around unit-variance class centres: R@1 ~ 0.78, MAP@R ~ 0.44
+PML_KEYS = {"recall@1": "precision_at_1", "r_precision": "r_precision", "map@r": "mean_average_precision_at_r"}
+
+
+def sop_like_class_sizes(rng: np.random.Generator) -> np.ndarray:
+    """(NUM_CLASSES,) sizes in [2, 12] summing exactly to NUM_ITEMS, skewed towards small classes like SOP."""
+    choices = np.arange(MIN_CLASS_SIZE, MAX_CLASS_SIZE + 1)
+    weights = 0.84 ** (choices - MIN_CLASS_SIZE)  # truncated geometric, mean ~ NUM_ITEMS / NUM_CLASSES = 5.35
+    sizes = rng.choice(choices, size=NUM_CLASSES, p=weights / weights.sum())
+    while (excess := int(sizes.sum()) - NUM_ITEMS) != 0:  # nudge random classes until the total is exact
+        step = -1 if excess > 0 else 1
+        movable = np.flatnonzero(sizes > MIN_CLASS_SIZE if step < 0 else sizes < MAX_CLASS_SIZE)
+        chosen = rng.choice(movable, size=min(abs(excess), len(movable)), replace=False)
+        sizes[chosen] += step
+    return sizes
+
+
+def make_embeddings(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """L2-normalised float32 embeddings (NUM_ITEMS, DIM) and int64 labels (NUM_ITEMS,)."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(NUM_CLASSES), sop_like_class_sizes(rng))
+    centres = rng.standard_normal((NUM_CLASSES, DIM), dtype=np.float32)
+    embeddings = centres[labels] + NOISE * rng.standard_normal((NUM_ITEMS, DIM), dtype=np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    return embeddings, labels
+
+
+def run_worker(method: str, data_dir: Path, chunk_size: int) -> None:
+    """Child process: time one metric call and print a JSON line with seconds, peak RSS and the results."""
+    import torch
+
+    embeddings, labels = np.load(data_dir / "embeddings.npy"), np.load(data_dir / "labels.npy")
+    start = time.perf_counter()
+    if method == "gsp_hub":
+        from gsp_hub.metrics import retrieval_metrics
+
+        results = retrieval_metrics(embeddings, labels, chunk_size=chunk_size)
+    else:
+        from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+        calculator = AccuracyCalculator(
+            include=tuple(PML_KEYS.values()), k="max_bin_count", device=torch.device("cpu")
+        )
+        results = calculator.get_accuracy(embeddings, labels)
+    seconds = time.perf_counter() - start
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb, "results": results}))
+
+
+def run_in_subprocess(method: str, data_dir: Path, chunk_size: int) -> dict:
+    command = [sys.executable, __file__, "--worker", method, "--data-dir", str(data_dir), "--chunk-size",
+               str(chunk_size)]
+    completed = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="+", default=["gsp_hub", "pml"], choices=["gsp_hub", "pml"])
+    parser.add_argument("--chunk-size", type=int, default=None, help="gsp_hub query rows scored at once")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--worker", choices=["gsp_hub", "pml"], help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.chunk_size is None:
+        from gsp_hub.metrics.retrieval import DEFAULT_CHUNK_SIZE
+
+        args.chunk_size = DEFAULT_CHUNK_SIZE
+    if args.worker:
+        run_worker(args.worker, args.data_dir, args.chunk_size)
+        return
+
+    embeddings, labels = make_embeddings(args.seed)
+    sizes = np.bincount(labels)
+    print(f"data: {len(labels):,} x {embeddings.shape[1]} L2-normalised embeddings, {len(sizes):,} classes, "
+          f"sizes {sizes.min()}-{sizes.max()} (mean {sizes.mean():.2f}); gsp_hub chunk_size={args.chunk_size}")
+    with tempfile.TemporaryDirectory() as data_dir:
+        np.save(Path(data_dir) / "embeddings.npy", embeddings)
+        np.save(Path(data_dir) / "labels.npy", labels)
+        del embeddings
+        runs = {method: run_in_subprocess(method, Path(data_dir), args.chunk_size) for method in args.methods}
+
+    print(f"\n{'method':<22}{'wall time (s)':>15}{'peak RSS (MB)':>15}")
+    names = {"gsp_hub": "gsp_hub", "pml": "AccuracyCalculator"}
+    for method, run in runs.items():
+        print(f"{names[method]:<22}{run['seconds']:>15.2f}{run['peak_rss_mb']:>15.0f}")
+    if len(runs) == 2:
+        ours, theirs = runs["gsp_hub"], runs["pml"]
+        print(f"{'ratio (PML / gsp_hub)':<22}{theirs['seconds'] / ours['seconds']:>14.2f}x"
+              f"{theirs['peak_rss_mb'] / ours['peak_rss_mb']:>14.2f}x")
+        print(f"\n{'metric':<14}{'gsp_hub':>20}{'AccuracyCalculator':>20}{'|difference|':>15}")
+        worst = 0.0
+        for ours_key, pml_key in PML_KEYS.items():
+            a, b = ours["results"][ours_key], theirs["results"][pml_key]
+            worst = max(worst, abs(a - b))
+            print(f"{ours_key:<14}{a:>20.12f}{b:>20.12f}{abs(a - b):>15.2e}")
+        print(f"\nnumbers identical to 1e-6: {'yes' if worst <= 1e-6 else 'NO'} (max difference {worst:.2e})")
+        print(f"speed target >= 3x: {'met' if theirs['seconds'] >= 3 * ours['seconds'] else 'NOT met'}; "
+              f"memory target <= 1 GB: {'met' if ours['peak_rss_mb'] <= 1024 else 'NOT met'}")
+    if "gsp_hub" in runs:
+        print("\ngsp_hub results: " + ", ".join(f"{k}={v:.4f}" for k, v in runs["gsp_hub"]["results"].items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,468 @@
+"""Retrieval metrics for deep metric learning: Recall@K, R-Precision, MAP@R (MLRC definitions) and NMI.
+
+The numbers equal pytorch-metric-learning's ``AccuracyCalculator(k='max_bin_count')`` (``precision_at_1`` =
+``recall@1``, ``r_precision``, ``mean_average_precision_at_r``, ``NMI``), but the nearest-neighbour search is an
+exact blocked ``matmul``: only ``chunk_size x chunk_size`` scores exist at a time, never ``N x N``, and in
+leave-one-out mode each pair of items is scored once instead of twice.
+
+Definitions, for a query q with label y_q and its gallery neighbours ranked best first:
+
+* R_q = number of gallery items labelled y_q (leave-one-out: the class size minus one, the query itself is not
+  a reference). As in PML with ``k='max_bin_count'``, the ranking is long enough for every query, so R_q is never
+  capped.
+* ``recall@k``: fraction of queries with at least one same-label item among their k nearest neighbours.
+* ``r_precision``: mean over queries of (same-label items among the first R_q neighbours) / R_q.
+* ``map@r``: mean over queries of (1 / R_q) * sum_{i <= R_q, neighbour i same-label} precision@i.
+* ``nmi``: normalised mutual information (arithmetic mean of the entropies, as scikit-learn's default) between
+  the query labels and a k-means clustering of the query embeddings (L2-normalised for ``'cosine'``) into as
+  many clusters as there are labels (faiss k-means, seed 1234, 20 iterations: the clustering PML runs).
+
+Equal scores are ranked by lower gallery index; the ranking does not depend on ``chunk_size`` (up to scores that
+BLAS rounds differently in the last bit for different block shapes). Queries without any same-label reference
+raise an error, where PML silently leaves them out of its averages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DISTANCES",
+    "METRICS",
+    "nearest_neighbors",
+    "normalized_mutual_info",
+    "retrieval_metrics",
+]
+
+DISTANCES: tuple[str, ...] = ("cosine", "euclidean")
+METRICS: tuple[str, ...] = ("recall", "r_precision", "map_at_r", "nmi")
+DEFAULT_CHUNK_SIZE = 4096
+KMEANS_SEED = 1234
+KMEANS_ITERATIONS = 20
+_RESULT_KEYS = {"r_precision": "r_precision", "map_at_r": "map@r"}
+
+ArrayLike = torch.Tensor | np.ndarray
+
+
+@torch.no_grad()
+def retrieval_metrics(
+    embeddings: ArrayLike,
+    labels: ArrayLike,
+    *,
+    query_embeddings: ArrayLike | None = None,
+    query_labels: ArrayLike | None = None,
+    ks: Sequence[int] = (1, 2, 4, 8),
+    metrics: Sequence[str] = ("recall", "r_precision", "map_at_r"),
+    distance: str = "cosine",
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, float]:
+    """Retrieval metrics of ``embeddings`` (N, D) with integer ``labels`` (N,).
+
+    Without ``query_embeddings`` every item queries all the others (leave-one-out: CUB, Cars, SOP protocol);
+    with ``query_embeddings`` (Q, D) and ``query_labels`` (Q,) the queries search ``embeddings`` as the gallery
+    (In-shop protocol). ``distance`` is ``'cosine'`` (L2-normalised inner product) or ``'euclidean'`` (squared
+    L2, the ranking of PML's faiss ``IndexFlatL2``). Scores are computed in ``dtype`` (float32 or float64) on the
+    embeddings' device; averages are accumulated in float64.
+
+    Returns a dict with ``recall@k`` for every k in ``ks`` (if ``'recall'`` in ``metrics``), ``r_precision``,
+    ``map@r`` and ``nmi``, each a fraction in [0, 1].
+    """
+    leave_one_out = query_embeddings is None
+    _check_choice(distance, DISTANCES, "distance")
+    metric_names = _check_metrics(metrics)
+    _check_chunk_size(chunk_size)
+    gallery = _as_embeddings(embeddings, "embeddings", dtype)
+    gallery_labels = _as_labels(labels, "labels", gallery)
+    if leave_one_out:
+        if query_labels is not None:
+            raise ValueError(
+                "query_labels was given without query_embeddings; pass both for query/gallery retrieval or "
+                "neither for leave-one-out retrieval."
+            )
+        queries, labels_of_queries = gallery, gallery_labels
+    else:
+        if query_labels is None:
+            raise ValueError(
+                "query_embeddings was given without query_labels; pass query_labels (one integer label per "
+                "query row) as well."
+            )
+        queries = _as_embeddings(query_embeddings, "query_embeddings", dtype)
+        labels_of_queries = _as_labels(query_labels, "query_labels", queries)
+        if queries.shape[1] != gallery.shape[1]:
+            raise ValueError(
+                f"query_embeddings has dimension {queries.shape[1]} but embeddings (the gallery) has "
+                f"{gallery.shape[1]}; embed both with the same model."
+            )
+    ks = _check_ks(ks, len(gallery) - int(leave_one_out), leave_one_out) if "recall" in metric_names else ()
+    relevant_counts = _same_label_counts(labels_of_queries, gallery_labels, leave_one_out)
+
+    results: dict[str, float] = {}
+    ranking_metrics = [name for name in metric_names if name in ("r_precision", "map_at_r")]
+    if ks or ranking_metrics:
+        depth = max(max(ks, default=0), int(relevant_counts.max()) if ranking_metrics else 0)
+        per_query = _per_query_scores(
+            queries, gallery, labels_of_queries, gallery_labels, relevant_counts,
+            ks=ks, depth=depth, distance=distance, leave_one_out=leave_one_out, chunk_size=chunk_size,
+        )
+        wanted = [f"recall@{k}" for k in ks] + [_RESULT_KEYS[name] for name in ranking_metrics]
+        results.update({key: per_query[key].mean().item() for key in wanted})
+    if "nmi" in metric_names:
+        points = F.normalize(queries, dim=1) if distance == "cosine" else queries
+        clusters = _kmeans(points, num_clusters=len(torch.unique(labels_of_queries)))
+        results["nmi"] = normalized_mutual_info(labels_of_queries.cpu().numpy(), clusters)
+    return results
+
+
+@torch.no_grad()
+def nearest_neighbors(
+    queries: ArrayLike,
+    gallery: ArrayLike | None = None,
+    *,
+    k: int,
+    distance: str = "cosine",
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Exact k nearest gallery items (G, D) of every query (Q, D): (Q, k) int64 gallery indices, nearest first.
+
+    ``gallery=None`` searches ``queries`` (N, D) among themselves, each row excluding itself (by index, not by
+    distance). Equal scores are ordered by lower gallery index. Memory: ``chunk_size x chunk_size`` scores plus
+    the running top-k lists.
+    """
+    _check_choice(distance, DISTANCES, "distance")
+    _check_chunk_size(chunk_size)
+    leave_one_out = gallery is None
+    query_matrix = _as_embeddings(queries, "queries", dtype)
+    gallery_matrix = query_matrix if leave_one_out else _as_embeddings(gallery, "gallery", dtype)
+    if query_matrix.shape[1] != gallery_matrix.shape[1]:
+        raise ValueError(
+            f"queries has dimension {query_matrix.shape[1]} but gallery has {gallery_matrix.shape[1]}; "
+            "embed both with the same model."
+        )
+    (k,) = _check_ks((k,), len(gallery_matrix) - int(leave_one_out), leave_one_out, name="k")
+    blocks = _iter_topk(query_matrix, gallery_matrix, k, distance, leave_one_out, chunk_size)
+    return torch.cat([indices for _, indices in blocks])
+
+
+def normalized_mutual_info(labels: np.ndarray, assignments: np.ndarray) -> float:
+    """NMI between two labellings (N,) of the same items, normalised by the mean of their entropies.
+
+    Same value as ``sklearn.metrics.normalized_mutual_info_score`` (average_method='arithmetic'): 1.0 when both
+    labellings are a single group, 0.0 when only one of them is.
+    """
+    labels, assignments = np.asarray(labels).ravel(), np.asarray(assignments).ravel()
+    if len(labels) != len(assignments):
+        raise ValueError(
+            f"labels has {len(labels)} items but assignments has {len(assignments)}; pass one cluster id per label."
+        )
+    _, label_codes = np.unique(labels, return_inverse=True)
+    _, cluster_codes = np.unique(assignments, return_inverse=True)
+    num_labels, num_clusters = label_codes.max(initial=-1) + 1, cluster_codes.max(initial=-1) + 1
+    if num_labels == num_clusters <= 1:
+        return 1.0
+    joint = np.bincount(label_codes * num_clusters + cluster_codes).astype(np.float64)
+    label_of_cell, cluster_of_cell = np.divmod(np.nonzero(joint)[0], num_clusters)
+    joint = joint[joint > 0]
+    label_counts = np.bincount(label_codes).astype(np.float64)
+    cluster_counts = np.bincount(cluster_codes).astype(np.float64)
+    total = float(len(labels))
+    mutual_info = np.sum(
+        joint / total * np.log(joint * total / (label_counts[label_of_cell] * cluster_counts[cluster_of_cell]))
+    )
+    mutual_info = max(float(mutual_info), 0.0)
+    if mutual_info == 0.0:
+        return 0.0
+    label_entropy = -np.sum(label_counts / total * np.log(label_counts / total))
+    cluster_entropy = -np.sum(cluster_counts / total * np.log(cluster_counts / total))
+    return float(mutual_info / ((label_entropy + cluster_entropy) / 2))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Exact blocked top-k
+#
+# Scores are computed block by block (chunk_size queries x chunk_size gallery items). Every query keeps a running
+# list of its k best (score, gallery index) pairs under the strict order "higher score first, then lower index".
+# A block proposes, per query, either its own first k under that order (while the list is filling up) or every
+# score reaching the list's current k-th best (afterwards; a cheap comparison instead of a top-k), and a stable
+# sort merges the proposals into the list: the result is the exact global first k whatever the blocking. In
+# leave-one-out mode the score matrix is symmetric, so each block above the diagonal is computed once and feeds
+# both its rows and (transposed) its columns, halving the matrix products.
+
+
+def _iter_topk(
+    queries: torch.Tensor,
+    gallery: torch.Tensor,
+    k: int,
+    distance: str,
+    leave_one_out: bool,
+    chunk_size: int,
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Yield ``(query rows, gallery indices (rows, k))`` per chunk of queries, nearest first.
+
+    Leave-one-out mode (``queries is gallery``) sets each query's own score to -inf. Memory: one
+    ``chunk_size x chunk_size`` score block plus the running top-k lists; the symmetric schedule keeps the lists of
+    all N queries at once, so it is used only when they take no more memory than one score block.
+    """
+    score_block = _block_scorer(queries, gallery, distance)
+    symmetric = leave_one_out and 3 * k * len(queries) <= chunk_size**2  # (score + int64 index) x N x k
+    best_scores = torch.full((len(queries) if symmetric else min(chunk_size, len(queries)), k), -torch.inf,
+                             dtype=queries.dtype, device=queries.device)
+    best_indices = torch.full(best_scores.shape, len(gallery), device=queries.device)  # sorts after real indices
+    gallery_starts = range(0, len(gallery), chunk_size)
+    for block, start in enumerate(range(0, len(queries), chunk_size)):
+        rows = slice(start, min(start + chunk_size, len(queries)))
+        state_rows = rows if symmetric else slice(0, rows.stop - start)
+        if not symmetric:
+            best_scores.fill_(-torch.inf)
+            best_indices.fill_(len(gallery))
+        for gallery_start in gallery_starts[block:] if symmetric else gallery_starts:
+            columns = slice(gallery_start, min(gallery_start + chunk_size, len(gallery)))
+            scores = score_block(rows, columns)
+            if leave_one_out and gallery_start == start:
+                scores.fill_diagonal_(-torch.inf)
+            _merge_block(best_scores, best_indices, state_rows, scores, gallery_start)
+            if symmetric and gallery_start != start:
+                _merge_block(best_scores, best_indices, columns, scores, start, transposed=True)
+        yield rows, best_indices[state_rows].clone()
+
+
+def _block_scorer(
+    queries: torch.Tensor, gallery: torch.Tensor, distance: str
+) -> Callable[[slice, slice], torch.Tensor]:
+    """A function (query rows, gallery columns) -> scores (rows, columns), larger = nearer."""
+    if distance == "cosine":
+        normalized_gallery = F.normalize(gallery, dim=1)
+        normalized_queries = normalized_gallery if queries is gallery else F.normalize(queries, dim=1)
+        return lambda rows, columns: normalized_queries[rows] @ normalized_gallery[columns].T
+    query_norms, gallery_norms = queries.square().sum(1), gallery.square().sum(1)
+
+    def negative_squared_distance(rows: slice, columns: slice) -> torch.Tensor:
+        scores = torch.addmm(gallery_norms[columns], queries[rows], gallery[columns].T, beta=-1, alpha=2)
+        return scores.sub_(query_norms[rows, None])
+
+    return negative_squared_distance
+
+
+def _merge_block(
+    best_scores: torch.Tensor,
+    best_indices: torch.Tensor,
+    owners: slice,
+    scores: torch.Tensor,
+    offset: int,
+    transposed: bool = False,
+) -> None:
+    """Merge a score block into the running top-k lists of ``owners``, in place.
+
+    ``scores`` (rows, columns) holds the scores of the owners (its rows, or its columns when ``transposed``)
+    against the items ``offset + j`` (its columns, or its rows).
+    """
+    k = best_scores.shape[1]
+    kth_best = best_scores[owners, k - 1]
+    if torch.isneginf(kth_best).any():  # lists still filling up: every owner proposes its own first k
+        target = torch.arange(owners.start, owners.stop, device=scores.device)
+        candidate_scores, candidate_items = _first_k((scores.T if transposed else scores).contiguous(), k)
+    else:  # only scores reaching an owner's current k-th best can enter its list
+        target, candidate_scores, candidate_items = _entries_reaching(scores, kth_best, transposed)
+        target += owners.start
+    merged_scores = torch.cat([best_scores.index_select(0, target), candidate_scores], 1)
+    merged_indices = torch.cat([best_indices.index_select(0, target), candidate_items + offset], 1)
+    merged_indices, order = merged_indices.sort(dim=1)  # lower index first among equal scores ...
+    merged_scores = merged_scores.gather(1, order)
+    merged_scores, order = merged_scores.sort(dim=1, descending=True, stable=True)  # ... kept by the stable sort
+    best_scores.index_copy_(0, target, merged_scores[:, :k].contiguous())
+    best_indices.index_copy_(0, target, merged_indices.gather(1, order[:, :k]))
+
+
+def _entries_reaching(
+    scores: torch.Tensor, thresholds: torch.Tensor, transposed: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scores reaching their owner's threshold, packed per owner (owners = rows, or columns if ``transposed``).
+
+    Returns the owners having any such score (M,), and those scores and their items (M, most hits of an owner),
+    padded with -inf scores.
+    """
+    hits = scores >= (thresholds[None, :] if transposed else thresholds[:, None])
+    row, column = hits.nonzero(as_tuple=True)
+    owner, item = (column, row) if transposed else (row, column)
+    by_owner = owner.argsort(stable=True)
+    owner, item, values = owner[by_owner], item[by_owner], scores[row, column][by_owner]
+    owners_with_hits, counts = torch.unique_consecutive(owner, return_counts=True)
+    packed_owner = torch.arange(len(counts), device=scores.device).repeat_interleave(counts)
+    slot = torch.arange(len(owner), device=scores.device) - (counts.cumsum(0) - counts)[packed_owner]
+    width = int(counts.max()) if len(counts) else 0
+    packed_scores = scores.new_full((len(counts), width), -torch.inf)
+    packed_items = torch.full_like(packed_scores, max(scores.shape), dtype=torch.int64)  # sorts after real items
+    packed_scores[packed_owner, slot] = values
+    packed_items[packed_owner, slot] = item
+    return owners_with_hits, packed_scores, packed_items
+
+
+def _first_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The set (unordered) of the k best columns per row of ``scores`` (rows, columns): scores and column indices.
+
+    Exact under "higher score, then lower column": ``topk`` may pick any of several equal scores at the cut, so
+    rows with a tie there are sorted stably instead.
+    """
+    if k >= scores.shape[1]:
+        return scores, torch.arange(scores.shape[1], device=scores.device).expand_as(scores)
+    values, columns = scores.topk(k + 1, dim=1)
+    tied = (values[:, k - 1] == values[:, k]).nonzero().squeeze(1)
+    values, columns = values[:, :k], columns[:, :k]
+    if len(tied):
+        values[tied], columns[tied] = (part[:, :k] for part in scores[tied].sort(dim=1, descending=True, stable=True))
+    return values, columns
+
+
+def _per_query_scores(
+    queries: torch.Tensor,
+    gallery: torch.Tensor,
+    query_labels: torch.Tensor,
+    gallery_labels: torch.Tensor,
+    relevant_counts: torch.Tensor,
+    *,
+    ks: Sequence[int],
+    depth: int,
+    distance: str,
+    leave_one_out: bool,
+    chunk_size: int,
+) -> dict[str, torch.Tensor]:
+    """Float64 (Q,) per-query values: hit indicators (``recall@k``), R-precision and AP@R (``map@r``).
+
+    Kept per query (O(Q) memory) and averaged once, so that the chunking cannot change the rounding of the mean.
+    """
+    keys = [f"recall@{k}" for k in ks] + ["r_precision", "map@r"]
+    scores = {key: torch.empty(len(queries), dtype=torch.float64, device=queries.device) for key in keys}
+    ranks = torch.arange(1, depth + 1, device=queries.device)
+    for rows, neighbors in _iter_topk(queries, gallery, depth, distance, leave_one_out, chunk_size):
+        hits = gallery_labels[neighbors] == query_labels[rows, None]  # (rows, depth)
+        for k in ks:
+            scores[f"recall@{k}"][rows] = hits[:, :k].any(1)
+        counts = relevant_counts[rows]
+        relevant_hits = hits & (ranks[None] <= counts[:, None])  # hits within the first R_q neighbours
+        precision_at_hits = relevant_hits.cumsum(1).double() * relevant_hits / ranks
+        scores["r_precision"][rows] = relevant_hits.sum(1).double() / counts
+        scores["map@r"][rows] = precision_at_hits.sum(1) / counts
+    return scores
+
+
+def _kmeans(points: torch.Tensor, num_clusters: int) -> np.ndarray:
+    """Cluster ids (N,) from faiss k-means (seeded, as PML's ``FaissKMeans(niter=20)``)."""
+    try:
+        import faiss
+    except ImportError as error:
+        raise ImportError("metrics=('nmi',) clusters with faiss; install it with `pip install faiss-cpu`.") from error
+    points = np.ascontiguousarray(points.float().cpu().numpy())
+    kmeans = faiss.Kmeans(
+        points.shape[1], num_clusters, niter=KMEANS_ITERATIONS, seed=KMEANS_SEED,
+        min_points_per_centroid=1,  # only silences faiss' "please provide more points" warning
+    )
+    kmeans.train(points)
+    return kmeans.index.search(points, 1)[1].ravel()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Input checks: all run before any work, each error names the argument, the expectation, the value and the fix.
+
+
+def _as_embeddings(values: ArrayLike, name: str, dtype: torch.dtype) -> torch.Tensor:
+    """A finite (N, D) tensor of ``dtype`` on the input's device."""
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}.")
+    if isinstance(values, np.ndarray):
+        values = torch.from_numpy(values)
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray of shape (N, D), got {type(values).__name__}.")
+    if values.ndim != 2:
+        raise ValueError(
+            f"{name} must be 2-D (N, D), got shape {tuple(values.shape)}; flatten or stack the embeddings first."
+        )
+    if values.dtype == torch.bool or values.is_complex():
+        raise TypeError(f"{name} must hold real numbers, got dtype {values.dtype}.")
+    values = values.detach().to(dtype)
+    finite = torch.isfinite(values.square().sum(1))  # NaN/inf anywhere in a row, or an overflowing norm
+    if not finite.all():
+        bad_rows = (~finite).nonzero().squeeze(1)
+        raise ValueError(
+            f"{name} has {len(bad_rows)} row(s) with NaN/inf values or squared norms overflowing {dtype} "
+            f"(first rows: {bad_rows[:5].tolist()}); fix the model output or drop those rows."
+        )
+    return values
+
+
+def _as_labels(values: ArrayLike, name: str, embeddings: torch.Tensor) -> torch.Tensor:
+    """An int64 (N,) tensor on the embeddings' device, one label per embedding row."""
+    if isinstance(values, np.ndarray):
+        values = torch.from_numpy(values)
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray of shape (N,), got {type(values).__name__}.")
+    if values.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (N,), got shape {tuple(values.shape)}; pass one label per row.")
+    if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class ids, got dtype {values.dtype}; convert with .long().")
+    if len(values) != len(embeddings):
+        embeddings_name = "query_embeddings" if name.startswith("query") else "embeddings"
+        raise ValueError(
+            f"{name} has {len(values)} entries but {embeddings_name} has {len(embeddings)} rows; "
+            "pass exactly one label per embedding row."
+        )
+    return values.to(device=embeddings.device, dtype=torch.int64)
+
+
+def _same_label_counts(query_labels: torch.Tensor, gallery_labels: torch.Tensor, leave_one_out: bool) -> torch.Tensor:
+    """R (Q,): gallery items sharing each query's label (without the query itself in leave-one-out mode)."""
+    classes, class_sizes = torch.unique(gallery_labels, return_counts=True)
+    position = torch.searchsorted(classes, query_labels).clamp(max=len(classes) - 1)
+    counts = torch.where(classes[position] == query_labels, class_sizes[position], 0) - int(leave_one_out)
+    lonely = torch.unique(query_labels[counts < 1])
+    if len(lonely):
+        if leave_one_out:
+            raise ValueError(
+                f"labels has {len(lonely)} class(es) with a single sample (first: {lonely[:10].tolist()}); "
+                "leave-one-out retrieval needs at least 2 samples per class. Drop those samples or pass a "
+                "separate gallery as embeddings with query_embeddings/query_labels."
+            )
+        raise ValueError(
+            f"query_labels has {len(lonely)} label(s) absent from the gallery labels (first: "
+            f"{lonely[:10].tolist()}), {int((counts < 1).sum())} queries in all; such queries cannot retrieve "
+            "anything. Drop them, e.g. keep = torch.isin(query_labels, labels)."
+        )
+    return counts
+
+
+def _check_ks(ks: Sequence[int], gallery_size: int, leave_one_out: bool, name: str = "ks") -> tuple[int, ...]:
+    """Positive ints no larger than the number of references per query."""
+    if isinstance(ks, (int, str)) or not isinstance(ks, Sequence) or not ks:
+        raise TypeError(f"{name} must be a non-empty sequence of positive ints such as (1, 2, 4, 8), got {ks!r}.")
+    if not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in ks):
+        raise ValueError(f"{name} must hold positive ints, got {tuple(ks)!r}.")
+    if max(ks) > gallery_size:
+        references = "gallery items other than the query" if leave_one_out else "gallery items"
+        raise ValueError(
+            f"{name} contains {max(ks)} but each query only has {gallery_size} {references}; "
+            f"use {name} <= {gallery_size}."
+        )
+    return tuple(ks)
+
+
+def _check_metrics(metrics: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(metrics, str) or not isinstance(metrics, Sequence) or not metrics:
+        raise TypeError(f"metrics must be a non-empty tuple of names from {METRICS}, got {metrics!r}.")
+    for metric in metrics:
+        _check_choice(metric, METRICS, "metrics")
+    return tuple(metrics)
+
+
+def _check_choice(value: str, choices: tuple[str, ...], name: str) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}: unknown name {value!r}; choose from {choices}.")
+
+
+def _check_chunk_size(chunk_size: int) -> None:
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int (rows scored at once), got {chunk_size!r}.")

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gsp_hub.export.commands import FORMAT_WRITERS, add_export_arguments
+
 __all__ = ["EXPORT_FORMATS", "METRICS_FILE", "RECIPE_FILES", "RUN_MODEL_DIR", "add_parser", "load_model_source"]
 
 # A `gsp-hub train` run folder: the best model in model/, metrics.json ("best" entry) and train_config.yaml.
@@ -135,7 +137,7 @@ def _export_hub(model: Any, args: argparse.Namespace) -> Path:
     return save_pretrained(model, args.output, data_config=data_config, **inputs)
 
 
-EXPORT_FORMATS: dict[str, Callable[[Any, argparse.Namespace], Path]] = {"hub": _export_hub}
+EXPORT_FORMATS: dict[str, Callable[[Any, argparse.Namespace], Path]] = {"hub": _export_hub, **FORMAT_WRITERS}
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -187,12 +189,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         f"SOURCE/{METRICS_FILE} and SOURCE/{{{','.join(RECIPE_FILES)}}} when present.",
     )
     export.add_argument("source", help="export or run folder, hf-hub:org/name, or .safetensors file (with --model)")
-    export.add_argument("output", type=Path, help="output folder (new, empty, or a previous export: it is replaced)")
+    export.add_argument("output", type=Path, help="output folder (hub: new, empty, or a previous export, which is replaced); .onnx / .pt2 file or folder (onnx / torch-export)")
     export.add_argument("--format", choices=sorted(EXPORT_FORMATS), default="hub", help="export format (default: hub)")
     export.add_argument("--model", help="timm architecture of a bare checkpoint, e.g. gsp_resnet50")
     export.add_argument("--model-args", help="JSON keyword arguments for --model, e.g. '{\"embed_dim\": 128}'")
     export.add_argument("--input-size", type=int, help="image size the weights were trained for (sets input_size)")
     _add_card_arguments(export)
+    add_export_arguments(export)
     export.set_defaults(func=_export)
 
     push = subparsers.add_parser(

@@ -1,0 +1,24 @@
+"""Retrieval index of a gallery: embed images with a model, search them with faiss, keep the metadata.
+
+* :class:`GalleryIndex` — build from a model + a folder or ``datasets.Dataset``, ``append``, ``search`` /
+  ``search_images``, atomic ``save`` / checked ``load``; refuses embeddings of another model.
+* :class:`IndexSettings` — exact ``flat`` inner product (default) or approximate ``hnsw`` / ``ivf`` (recall vs exact
+  is measured at build time and stored).
+* :func:`model_fingerprint`, :func:`load_embedding_model` — what identifies the embedding model; ``--model`` resolution.
+"""
+
+from gsp_hub.index.embedding import GalleryItem, gallery_items, load_embedding_model, model_fingerprint
+from gsp_hub.index.gallery import GalleryIndex, Neighbour
+from gsp_hub.index.structures import INDEX_KINDS, IndexSettings, recall_vs_exact
+
+__all__ = [
+    "INDEX_KINDS",
+    "GalleryIndex",
+    "GalleryItem",
+    "IndexSettings",
+    "Neighbour",
+    "gallery_items",
+    "load_embedding_model",
+    "model_fingerprint",
+    "recall_vs_exact",
+]

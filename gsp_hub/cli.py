@@ -15,6 +15,10 @@ __all__ = ["build_parser", "main"]
 
 COMMAND_MODULES: tuple[str, ...] = (
     "gsp_hub.models.commands",
+    "gsp_hub.hub.commands",
+    "gsp_hub.train.commands",
+    "gsp_hub.index.commands",
+    "gsp_hub.train.distill_commands",
 )
 
 

@@ -1,0 +1,61 @@
+"""ZSR: the zero-shot regulariser of GSP (shared/spec/gsp.md §7).
+
+The batch is split into two class-disjoint halves; a ridge predictor from prototype attributes to learnable class
+embeddings V is fitted in closed form on each half and predicts the other half's class embeddings; the predictions
+are scored by a softmax cross-entropy over all training classes. The attributes must therefore describe classes the
+predictor has not seen, which rewards prototypes that transfer to unseen classes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from gsp_hub.losses.ridge import cross_batch_ridge_ce
+
+__all__ = ["ZeroShotRegularizer"]
+
+
+class ZeroShotRegularizer(nn.Module):
+    """Zero-shot regulariser: ``forward(attributes (B, K), labels (B,)) -> scalar`` mean cross-entropy.
+
+    Args:
+        num_classes: number of training classes (rows of V); labels must lie in ``[0, num_classes)``.
+        embed_dim: width D of the class embeddings V (num_classes, D), initialised He-normal (std sqrt(2/num_classes)).
+        ridge: λ > 0 of the closed-form ridge fit (0.05).
+        scale: softmax scale s of the unnormalised dot-product logits (9.5).
+        margin: additive margin m subtracted from the true-class logit, times s (0.0).
+
+    V is a learnable parameter and must be in the optimiser. Batches need at least two classes (a ``ValueError``
+    otherwise); the ridge solve runs in float32 (float64 for float64 inputs) with autocast disabled.
+    """
+
+    def __init__(
+        self, num_classes: int, embed_dim: int, ridge: float = 0.05, scale: float = 9.5, margin: float = 0.0
+    ) -> None:
+        super().__init__()
+        for name, value, minimum in (("num_classes", num_classes, 2), ("embed_dim", embed_dim, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
+        if not ridge > 0:
+            raise ValueError(f"ridge must be > 0 (it keeps the Gram matrix positive definite), got {ridge!r}.")
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale!r}.")
+        self.num_classes = num_classes
+        self.embed_dim = embed_dim
+        self.ridge = float(ridge)
+        self.scale = float(scale)
+        self.margin = float(margin)
+        self.class_embeddings = nn.Parameter(torch.randn(num_classes, embed_dim) * math.sqrt(2.0 / num_classes))
+
+    def forward(self, attributes: Tensor, labels: Tensor) -> Tensor:
+        """Attributes (B, K) on the simplex and labels (B,) with >= 2 classes -> scalar loss."""
+        return cross_batch_ridge_ce(attributes, labels, self.class_embeddings, self.ridge, self.scale, self.margin)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, embed_dim={self.embed_dim}, ridge={self.ridge}, scale={self.scale}, "
+            f"margin={self.margin}"
+        )

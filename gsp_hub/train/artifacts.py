@@ -1,0 +1,68 @@
+"""Files a training run writes besides the accelerate checkpoints, each written atomically.
+
+Layout of a run folder::
+
+    <output_dir>/
+      model/               best model by MAP@R, Hub format (config.json, model.safetensors, README.md)
+      metrics.json         best, last and initial metrics and the per-evaluation history
+      train_config.yaml    the resolved TrainConfig
+      checkpoints/         accelerate save_state folders (checkpoint_<i>), for --resume
+      logs/                tensorboard event files
+      curves.png           training loss and R@1 / MAP@R per epoch
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+__all__ = ["MODEL_DIR_NAME", "METRICS_FILE_NAME", "atomic_write_text", "export_model", "write_json"]
+
+MODEL_DIR_NAME = "model"
+METRICS_FILE_NAME = "metrics.json"
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temp.write_text(text, encoding="utf-8")
+    os.replace(temp, path)
+
+
+def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
+    """Atomically write ``data`` as indented JSON."""
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def export_model(
+    model: nn.Module,
+    directory: str | os.PathLike[str],
+    *,
+    metrics: Mapping[str, float],
+    dataset: Mapping[str, Any],
+    recipe: Mapping[str, Any],
+    data_config: Mapping[str, Any],
+) -> Path:
+    """Write ``model`` (an unwrapped timm model) as a Hub folder replacing ``directory`` atomically.
+
+    The folder loads with ``gsp_hub.hub.from_pretrained(directory)`` and ``timm.create_model('local-dir:...')``;
+    ``data_config`` (input size, mean, std, interpolation, crop) becomes its ``pretrained_cfg`` preprocessing.
+    """
+    from gsp_hub.hub import save_pretrained
+
+    return save_pretrained(
+        model,
+        directory,
+        metrics=metrics,
+        dataset=dataset,
+        card_extra={"recipe": dict(recipe)},
+        data_config={key: data_config[key] for key in ("input_size", "interpolation", "mean", "std", "crop_pct",
+                                                        "crop_mode") if key in data_config},
+    )

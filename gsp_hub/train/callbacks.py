@@ -1,0 +1,112 @@
+"""Training callbacks: small stateful objects the loop calls after every training batch.
+
+A callback sees the batch's outputs over all processes (:class:`BatchOutputs`), so every rank takes the same
+decision from the same data, and it is checkpointed with the run (``state_dict`` / ``load_state_dict``, registered
+with ``accelerator.register_for_checkpointing``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from gsp_hub.layers import unit_ball
+
+__all__ = ["BatchOutputs", "Callback", "PrototypeInitCallback", "needs_prototype_init"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchOutputs:
+    """One training batch over all processes, detached: embeddings (B, D), labels (B,), attributes (B, K) or None."""
+
+    step: int
+    embeddings: Tensor
+    labels: Tensor
+    attributes: Tensor | None
+
+
+class Callback:
+    """Base class: override the hooks you need; keep all state in ``state_dict`` for exact resume."""
+
+    def on_train_start(self) -> None:
+        """Called once by ``Trainer.run`` before training (also when resuming: check your restored state)."""
+
+    def loss_penalty(self) -> Tensor | None:
+        """A scalar added to the loss of every training micro-batch before the backward pass, or None."""
+        return None
+
+    def on_train_batch(self, outputs: BatchOutputs) -> None:
+        """Called after the backward pass (and the optimizer step, if any) of every training micro-batch.
+
+        Parameters may be written in place here: autograd no longer needs their values.
+        """
+
+    def on_evaluate(self, metrics: dict[str, float], step: int) -> None:
+        """Called after every evaluation (the same gathered metrics on every process) at optimizer step ``step``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+def needs_prototype_init(pool: nn.Module) -> bool:
+    """True for pools with a prototype warm-up (``init_prototypes_``, ``initialized`` and ``memory_size``, e.g. GSP)."""
+    return all(hasattr(pool, name) for name in ("init_prototypes_", "initialized", "memory_size"))
+
+
+class PrototypeInitCallback(Callback):
+    """GSP warm-up (shared/spec/gsp.md §6): initialise the prototypes from a memory of pooled embeddings.
+
+    Every batch's pooled embeddings (gathered over all processes, stop-gradient, projected into the unit ball) are
+    appended to a memory; once it holds ``pool.memory_size`` rows, ``pool.init_prototypes_(memory)`` runs greedy
+    k-center (first K rows as seeds, K picks among the rest) and the memory is freed. Since every rank appends the
+    same gathered rows, every rank computes the same prototypes. Until then ``pool.initialized`` is False and the
+    loop skips the ZSR term.
+
+    Args:
+        pool: a pool for which :func:`needs_prototype_init` is true (``model.pool`` of a GSP MetricNet).
+    """
+
+    def __init__(self, pool: nn.Module) -> None:
+        if not needs_prototype_init(pool):
+            raise TypeError(f"{type(pool).__name__} has no prototype warm-up (init_prototypes_, initialized, "
+                            "memory_size); use PrototypeInitCallback with a GSP pool only.")
+        self.pool = pool
+        self.memory_size = int(pool.memory_size)
+        self.memory: list[Tensor] = []
+        self.collected = 0
+
+    @property
+    def done(self) -> bool:
+        return bool(self.pool.initialized)
+
+    @torch.no_grad()
+    def on_train_batch(self, outputs: BatchOutputs) -> None:
+        if self.done:
+            return
+        rows = unit_ball(outputs.embeddings.detach().float())[: self.memory_size - self.collected].cpu()
+        self.memory.append(rows)
+        self.collected += len(rows)
+        if self.collected < self.memory_size:
+            return
+        self.pool.init_prototypes_(torch.cat(self.memory))
+        self.memory, self.collected = [], 0
+        logger.info("step %d: GSP prototypes initialised by greedy k-center from %d pooled embeddings; ZSR is on",
+                    outputs.step, self.memory_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        memory = torch.cat(self.memory) if self.memory else torch.empty(0)
+        return {"memory": memory}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        memory = state["memory"]
+        self.memory = [memory] if len(memory) else []
+        self.collected = len(memory)

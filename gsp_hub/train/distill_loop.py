@@ -1,0 +1,431 @@
+"""The distillation loop: vanilla, Hinton KD, letKD-1 and letKD-2 on the training machinery.
+
+A :class:`~gsp_hub.train.distill.DistillConfig` describes a run; :func:`distill` runs it.
+:class:`Distiller` reuses :class:`~gsp_hub.train.loop.Trainer`'s epoch / evaluation / checkpoint schedule
+(``run``, ``save_checkpoint``, resume, ``metrics.json``, ``curves.png``, tensorboard) and replaces the two halves
+of an epoch: a training step ``student -> CE + method loss (teacher frozen) -> backward -> SGD/AdamW step``, and a
+top-1 evaluation of the student alone on the test split.
+
+Methods (shared/spec/letkd.md):
+
+* ``vanilla``: CE only (the teacher is only evaluated, for reference);
+* ``kd``: Hinton KD, ``0.1 * CE + 0.9 * T^2 * KL`` at T = 4 on the teacher's logits;
+* ``letkd1`` / ``letkd2``: a :class:`~gsp_hub.kd.LeTKDLayer` at the penultimate map (and, letkd2, after the first
+  block of the last stage), CE + dense KL to the teacher targets. The targets (k-means codebook, LDA sub-class
+  decisions) are fitted once on the non-augmented train split and saved as ``letkd_targets.safetensors`` in the
+  run folder; a resumed run loads them.
+
+Run folder: ``model/`` (best student by top-1: a timm Hub export for vanilla/kd; for letKD the tapped student as
+``student.safetensors`` + ``student_config.json``, rebuilt by :func:`load_student`), ``metrics.json``,
+``distill_config.yaml``, ``checkpoints/``, ``logs/``, ``curves.png``. Evaluating a distilled student needs
+neither the teacher nor labels: ``load_student(run_dir / "model")(images).argmax(1)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from accelerate.data_loader import SkipBatchSampler
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+from datasets import Dataset
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader
+from torchvision import transforms as T
+from tqdm.auto import tqdm
+
+import gsp_hub.models  # noqa: F401  (registers the gsp_hub architectures, cifar_resnet* included, with timm)
+from gsp_hub.data import (
+    collate_image_batch,
+    create_image_transforms,
+    load_image_dataset,
+    make_splits,
+    with_image_transform,
+)
+from gsp_hub.kd import (
+    DistillLossOutput,
+    HintonKDLoss,
+    LeTKDLoss,
+    LeTKDTargets,
+    TappedModel,
+    TeacherTaps,
+    collect_teacher_locations,
+    letkd_student,
+)
+from gsp_hub.models.cifar_resnet import CifarResNet, load_cifar10_weights
+from gsp_hub.train.artifacts import MODEL_DIR_NAME, export_model
+from gsp_hub.train.data import SeededBatchDataset, eval_loader
+from gsp_hub.train.distill import DistillConfig
+from gsp_hub.train.loop import (
+    CHECKPOINTS_DIR_NAME,
+    Trainer,
+    create_accelerator,
+    learning_rate_factor,
+    prepare_output_dir,
+    tensorboard_hparams,
+)
+from gsp_hub.train.state import RunState
+
+__all__ = [
+    "STUDENT_CONFIG_NAME",
+    "STUDENT_WEIGHTS_NAME",
+    "TARGETS_FILE_NAME",
+    "Distiller",
+    "distill",
+    "load_student",
+    "load_teacher",
+    "predict",
+    "seeded_subset",
+]
+
+logger = get_logger(__name__)
+
+TARGETS_FILE_NAME = "letkd_targets.safetensors"
+STUDENT_CONFIG_NAME = "student_config.json"
+STUDENT_WEIGHTS_NAME = "student.safetensors"
+_STUDENT_FORMAT = "gsp_hub.letkd_student"
+
+
+# -- models ---------------------------------------------------------------------------------------------------------
+def load_teacher(name: str, weights: str | Path, num_classes: int) -> nn.Module:
+    """The frozen-to-be teacher: a gsp_hub export folder, or ``timm.create_model(name)`` + a safetensors
+    state_dict loaded with ``strict=True`` (CIFAR ResNets through :func:`load_cifar10_weights`)."""
+    weights = Path(weights)
+    if weights.is_dir():
+        from gsp_hub.hub import from_pretrained
+
+        teacher = from_pretrained(str(weights))
+    else:
+        teacher = timm.create_model(name, num_classes=num_classes)
+        if isinstance(teacher, CifarResNet):
+            load_cifar10_weights(teacher, weights)
+        else:
+            teacher.load_state_dict(load_file(str(weights)), strict=True)
+    if int(getattr(teacher, "num_classes", 0)) != num_classes:
+        raise ValueError(f"the teacher predicts {getattr(teacher, 'num_classes', 0)} classes but the data set has "
+                         f"{num_classes}; distil on the teacher's label set.")
+    return teacher.eval().requires_grad_(False)
+
+
+def create_student(config: DistillConfig, num_classes: int) -> nn.Module:
+    """``timm.create_model(config.student)``, with LeTKD layers for letkd1 / letkd2."""
+    student = timm.create_model(config.student, num_classes=num_classes)
+    if not config.is_letkd:
+        return student
+    return letkd_student(
+        student, input_size=(3, config.img_size, config.img_size), pen_codes=config.num_codes,
+        inter_codes=num_classes * config.subclasses_per_class if config.method == "letkd2" else 0,
+        alpha_pen=config.alpha_pen, alpha_inter=config.alpha_inter,
+    )
+
+
+def _student_spec(config: DistillConfig, student: TappedModel, data_config: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`load_student` needs to rebuild a tapped student (no teacher, no targets)."""
+    layers = student.tap_layers
+    return {
+        "format": _STUDENT_FORMAT,
+        "architecture": config.student,
+        "num_classes": student.num_classes,
+        "input_size": list(student.input_size),
+        "pen_codes": config.num_codes,
+        "inter_codes": layers["intermediate"].num_codes if "intermediate" in layers else 0,
+        "alpha_pen": config.alpha_pen,
+        "alpha_inter": config.alpha_inter,
+        "inter_module": student.inter_module or "auto",
+        "data_config": {key: list(value) if isinstance(value, tuple) else value for key, value in data_config.items()},
+    }
+
+
+def load_student(directory: str | Path) -> nn.Module:
+    """A distilled student from its ``model/`` folder, in eval mode: a letKD student (``student_config.json`` +
+    ``student.safetensors``) or a timm Hub export (vanilla / kd). Needs neither the teacher nor the targets."""
+    directory = Path(directory)
+    spec_file = directory / STUDENT_CONFIG_NAME
+    if not spec_file.is_file():
+        from gsp_hub.hub import from_pretrained
+
+        return from_pretrained(str(directory)).eval()
+    spec = json.loads(spec_file.read_text(encoding="utf-8"))
+    if spec.get("format") != _STUDENT_FORMAT:
+        raise ValueError(f"{spec_file} is not a gsp_hub letKD student config (format={spec.get('format')!r}).")
+    student = letkd_student(
+        timm.create_model(spec["architecture"], num_classes=spec["num_classes"]),
+        input_size=tuple(spec["input_size"]), pen_codes=spec["pen_codes"], inter_codes=spec["inter_codes"],
+        alpha_pen=spec["alpha_pen"], alpha_inter=spec["alpha_inter"], inter_module=spec["inter_module"],
+    )
+    student.load_state_dict(load_file(str(directory / STUDENT_WEIGHTS_NAME)), strict=True)
+    return student.eval()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, accelerator: Any | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted classes (N,) and the loader's labels (N,) of a model over ``(images, labels)`` batches (gathered
+    over processes when ``accelerator`` is given); only the images go through the model."""
+    model.eval()
+    predictions, labels = [], []
+    for images, batch_labels in loader:
+        batch_predictions = model(images).argmax(1)
+        if accelerator is not None:
+            batch_predictions, batch_labels = accelerator.gather_for_metrics((batch_predictions, batch_labels))
+        predictions.append(batch_predictions.cpu())
+        labels.append(batch_labels.cpu())
+    return torch.cat(predictions), torch.cat(labels)
+
+
+# -- data -----------------------------------------------------------------------------------------------------------
+def seeded_subset(dataset: Dataset, size: int, seed: int) -> Dataset:
+    """A seeded random subset of ``size`` rows (all rows when ``size`` is 0 or larger than the split)."""
+    if not size or size >= len(dataset):
+        return dataset
+    return dataset.select(np.sort(np.random.default_rng(seed).permutation(len(dataset))[:size]))
+
+
+def _cifar_augmentation(data_config: dict[str, Any]) -> T.Compose:
+    """LeTKD's CIFAR training transform: random crop with 4 px reflect padding, horizontal flip, normalisation."""
+    size = data_config["input_size"][-1]
+    return T.Compose([
+        T.RandomCrop(size, padding=4, padding_mode="reflect"),
+        T.RandomHorizontalFlip(),
+        T.ToTensor(),
+        T.Normalize(data_config["mean"], data_config["std"]),
+    ])
+
+
+def _epoch_batches(num_rows: int, batch_size: int, *, seed: int, epoch: int, num_replicas: int, rank: int
+                   ) -> list[list[int]]:
+    """This process's shuffled index batches of ``epoch`` (a function of ``(seed, epoch)``; last partial dropped)."""
+    order = torch.randperm(num_rows, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    steps = num_rows // (batch_size * num_replicas)
+    return order[: steps * batch_size * num_replicas].view(steps, num_replicas, batch_size)[:, rank].tolist()
+
+
+# -- the run --------------------------------------------------------------------------------------------------------
+class Distiller(Trainer):
+    """One distillation run from a :class:`DistillConfig`.
+
+    Shares :class:`~gsp_hub.train.loop.Trainer`'s schedule (``run``, ``save_checkpoint``, resume, ``summary``)
+    and builds its own parts: data, teacher, student, targets, loss, optimizer.
+    """
+
+    def __init__(self, config: DistillConfig) -> None:
+        # Trainer.__init__ builds a metric-learning run; the attributes its methods use are set here instead.
+        config.check_inputs()
+        self.config = config
+        self.output_dir = Path(config.output_dir)
+        self.accelerator = accelerator = create_accelerator(config)
+        resume_dir = prepare_output_dir(config, accelerator)
+        set_seed(config.seed)
+        dataset = load_image_dataset(config.dataset, image_column=config.image_column,
+                                     label_column=config.label_column, verify_images=config.verify_images,
+                                     progress=accelerator.is_local_main_process)
+        splits = make_splits(dataset, "own")
+        self.splits = splits
+        self.num_classes = splits.num_classes
+        self.teacher = load_teacher(config.teacher, config.teacher_weights, splits.num_classes).to(accelerator.device)
+        self.model = create_student(config, splits.num_classes)
+        transforms = create_image_transforms(self.model, input_size=config.img_size)
+        self.data_config = transforms.data_config
+        train_rows = seeded_subset(splits.train, config.max_train_images, config.seed)
+        test_rows = seeded_subset(splits.test, config.max_test_images, config.seed)
+        augmentation = _cifar_augmentation(self.data_config) if config.augment == "cifar" else transforms.train
+        self.train_data = SeededBatchDataset(with_image_transform(train_rows, augmentation), config.seed)
+        self.plain_train = with_image_transform(train_rows, transforms.eval)
+        test_data = with_image_transform(test_rows, transforms.eval)
+        logger.info("data: %s (%s); using %d train / %d test images", config.dataset, splits.summary,
+                    len(train_rows), len(test_rows))
+        self.criterion = self._create_criterion(resume_dir is not None).to(accelerator.device)
+        taps = self.criterion.targets.taps if isinstance(self.criterion, LeTKDLoss) else ()
+        self.teacher_taps = (
+            TeacherTaps(self.teacher, taps, getattr(self.model, "grid_sizes", None), with_logits=config.method == "kd")
+            if config.method != "vanilla" else None
+        )
+        self.network, self.optimizer, self.test_loader = accelerator.prepare(
+            self.model, self._create_optimizer(), eval_loader(test_data, config.eval_batch_size, config.num_workers))
+        self.callbacks = []  # Trainer.run calls them; distillation has none
+        self.state = RunState()
+        self.saved_at_step = -1
+        steps = len(train_rows) // (config.batch_size * accelerator.num_processes)
+        self.batches_per_epoch = steps - steps % config.grad_accum
+        if self.batches_per_epoch == 0:
+            raise ValueError(f"the train split has {len(train_rows)} images, fewer than one batch of "
+                             f"{config.batch_size} x {accelerator.num_processes} processes; lower --batch-size.")
+        self.steps_per_epoch = self.batches_per_epoch // config.grad_accum
+        self.total_steps = config.epochs * self.steps_per_epoch
+        if resume_dir is not None:
+            self._load_checkpoint(resume_dir)
+        self.teacher_metrics = self._evaluate_teacher() if config.eval_teacher else None
+        if accelerator.is_main_process:
+            config.save(self.output_dir)
+        accelerator.init_trackers("gsp_hub_distill", config=tensorboard_hparams(config))
+        logger.info("teacher %s -> student %s (%s, %d parameters); %d steps per epoch of %d images, %d epochs",
+                    config.teacher, config.student, config.method, sum(p.numel() for p in self.model.parameters()),
+                    self.steps_per_epoch, config.batch_size, config.epochs)
+
+    # -- parts ----------------------------------------------------------------------------------------------------
+    def _create_criterion(self, resuming: bool) -> nn.Module:
+        config = self.config
+        if config.method == "vanilla":
+            return nn.CrossEntropyLoss()
+        if config.method == "kd":
+            return HintonKDLoss(config.kd_temperature)
+        return LeTKDLoss(self._letkd_targets(resuming))
+
+    def _letkd_targets(self, resuming: bool) -> LeTKDTargets:
+        """Fit the teacher targets once (main process) and save them in the run folder; a resumed run reloads."""
+        config, accelerator = self.config, self.accelerator
+        path = self.output_dir / TARGETS_FILE_NAME
+        if accelerator.is_main_process and not (resuming and path.is_file()):
+            started = time.perf_counter()
+            teacher = TeacherTaps(self.teacher, tuple(self.model.grid_sizes), self.model.grid_sizes)
+            # Rows are often stored by class: a seeded shuffle makes the first --target-batches cover every class.
+            plain = self.plain_train.shuffle(seed=config.seed)
+            loader = eval_loader(plain, config.batch_size, config.num_workers)
+            batches = ((images.to(accelerator.device), labels) for images, labels in loader)
+            locations = collect_teacher_locations(teacher, tqdm(batches, desc="teacher locations", leave=False),
+                                                  max_batches=config.target_batches or None)
+            teacher.remove_hooks()
+            LeTKDTargets.fit(locations, self.num_classes, num_codes=config.num_codes, lda_dim=config.lda_dim,
+                             subclasses_per_class=config.subclasses_per_class, seed=config.seed).save(path)
+            logger.info("letKD targets fitted on %d locations in %.1f s, saved to %s",
+                        len(next(iter(locations.values())).labels), time.perf_counter() - started, path)
+        accelerator.wait_for_everyone()
+        return LeTKDTargets.load(path)
+
+    def _create_optimizer(self) -> torch.optim.Optimizer:
+        config = self.config
+        groups = [{"params": [p for p in self.model.parameters() if p.requires_grad], "initial_lr": config.lr,
+                   "lr": config.lr}]
+        if config.optimizer == "sgd":
+            return torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+    def _stateful(self) -> dict[str, Any]:
+        return {"run": self.state}  # the letKD targets live in TARGETS_FILE_NAME (and the model in the checkpoint)
+
+    # -- evaluation -----------------------------------------------------------------------------------------------
+    def _top1(self, model: nn.Module) -> float:
+        with torch.random.fork_rng(devices=[]):
+            predictions, labels = predict(model, tqdm(self.test_loader, desc="evaluate", leave=False,
+                                                      disable=not self.accelerator.is_local_main_process),
+                                          self.accelerator)
+        return float((predictions == labels).float().mean())
+
+    def _evaluate_teacher(self) -> dict[str, float]:
+        top1 = self._top1(self.teacher)
+        logger.info("teacher %s: top-1 %.4f on the test split", self.config.teacher, top1)
+        return {"top1": top1}
+
+    def evaluate_and_record(self) -> dict[str, float]:
+        state = self.state
+        metrics = {"top1": self._top1(self.network)}
+        row: dict[str, Any] = {
+            "epoch": round(state.epoch + state.batch_in_epoch / self.batches_per_epoch, 4),
+            "step": state.step,
+            "train_loss": state.loss_sum / state.loss_count if state.loss_count else None,
+            **metrics,
+        }
+        state.history.append(row)
+        state.loss_sum, state.loss_count = 0.0, 0
+        if state.step == 0 and state.initial is None:
+            state.initial = row
+        self.accelerator.log({"test/top1": metrics["top1"]}, step=state.step)
+        logger.info("step %d (epoch %.2f): top-1 %.4f", state.step, row["epoch"], metrics["top1"])
+        if state.step > 0 and (state.best is None or metrics["top1"] > state.best["top1"]):
+            state.best = row
+            if self.accelerator.is_main_process:
+                self.export_best(metrics)
+        self.accelerator.wait_for_everyone()
+        return metrics
+
+    def export_best(self, metrics: dict[str, float]) -> None:
+        directory = self.output_dir / MODEL_DIR_NAME
+        dataset = {"id": self.config.dataset, "split": "test", "name": f"{self.config.dataset} (test split)"}
+        if isinstance(self.model, TappedModel):
+            from gsp_hub.hub.atomic import atomic_directory
+
+            with atomic_directory(directory) as staging:
+                spec = {**_student_spec(self.config, self.model, self.data_config), "metrics": metrics,
+                        "dataset": dataset, "recipe": self.config.to_dict()}
+                (staging / STUDENT_CONFIG_NAME).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+                state = {key: value.detach().cpu().contiguous() for key, value in self.model.state_dict().items()}
+                save_file(state, str(staging / STUDENT_WEIGHTS_NAME), metadata={"format": _STUDENT_FORMAT})
+        else:
+            export_model(self.model, directory, metrics=metrics, dataset=dataset, recipe=self.config.to_dict(),
+                         data_config=self.data_config)
+        logger.info("new best top-1 %.4f: student exported to %s", metrics["top1"], directory)
+
+    # -- training -------------------------------------------------------------------------------------------------
+    def _loss(self, images: torch.Tensor, labels: torch.Tensor) -> DistillLossOutput:
+        if isinstance(self.criterion, LeTKDLoss):
+            logits, tap_logits = self.network(images, return_tap_logits=True)
+            return self.criterion(logits, labels, tap_logits, self.teacher_taps(images).maps)
+        logits = self.network(images)
+        if isinstance(self.criterion, HintonKDLoss):
+            return self.criterion(logits, labels, self.teacher_taps(images).logits)
+        loss = F.cross_entropy(logits, labels)
+        return DistillLossOutput(loss, {"ce": loss.detach()})
+
+    def train_one_epoch(self) -> bool:
+        """Train the rest of the current epoch; returns False when ``max_steps`` stopped it before its end."""
+        config, accelerator, state = self.config, self.accelerator, self.state
+        self.train_data.set_epoch(state.epoch)
+        batches = _epoch_batches(len(self.train_data), config.batch_size, seed=config.seed, epoch=state.epoch,
+                                 num_replicas=accelerator.num_processes, rank=accelerator.process_index)
+        loader = DataLoader(self.train_data, batch_sampler=SkipBatchSampler(batches, state.batch_in_epoch),
+                            collate_fn=collate_image_batch, num_workers=config.num_workers,
+                            generator=torch.Generator().manual_seed(config.seed + state.epoch))
+        bar = tqdm(total=self.batches_per_epoch, initial=state.batch_in_epoch, desc=f"epoch {state.epoch + 1}",
+                   unit="batch", disable=not accelerator.is_local_main_process)
+        self.network.train()
+        for images, labels in itertools.islice(loader, self.batches_per_epoch - state.batch_in_epoch):
+            images, labels = images.to(accelerator.device), labels.to(accelerator.device)
+            with accelerator.accumulate(self.network):
+                out = self._loss(images, labels)
+                accelerator.backward(out.loss)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = group["initial_lr"] * learning_rate_factor(
+                        state.step, self.total_steps, config.warmup_steps, config.scheduler)
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+            state.batch_in_epoch += 1
+            state.loss_sum += out.loss.item()
+            state.loss_count += 1
+            bar.update(1)
+            if not accelerator.sync_gradients:
+                continue
+            state.step += 1
+            bar.set_postfix(loss=f"{out.loss.item():.4f}", step=state.step)
+            if state.step % config.log_every == 0:
+                accelerator.log({"train/loss": out.loss.item(), "train/lr": self.optimizer.param_groups[0]["lr"],
+                                 **{f"train/{name}": float(value) for name, value in out.parts.items()}},
+                                step=state.step)
+            if config.save_every and state.step % config.save_every == 0:
+                self.save_checkpoint()
+            if config.max_steps and state.step >= config.max_steps:
+                break
+        bar.close()
+        if state.batch_in_epoch < self.batches_per_epoch:
+            return False
+        state.epoch += 1
+        state.batch_in_epoch = 0
+        return True
+
+    def summary(self) -> dict[str, Any]:
+        return {**super().summary(), "method": self.config.method, "teacher": self.teacher_metrics,
+                "checkpoints_dir": str(self.output_dir / CHECKPOINTS_DIR_NAME)}
+
+
+def distill(config: DistillConfig) -> dict[str, Any]:
+    """Run the distillation described by ``config``; returns the summary also written to ``metrics.json``:
+    ``best`` (by top-1, exported to ``<output_dir>/model``), ``last``, ``history``, ``teacher`` (its top-1)."""
+    config.validate()
+    return Distiller(config).run()

@@ -1,0 +1,504 @@
+"""The metric-learning training loop: accelerate, m-per-class batches, base loss + ZSR, exact resume.
+
+One straight line per step: m-per-class batch -> model (embeddings, prototype attributes) -> all-gather over
+processes -> (1 - w)·base + w·ZSR (or XML, CCP) -> backward -> AdamW step -> callbacks (GSP prototype warm-up; CCP
+proxy schedule, :mod:`gsp_hub.train.ccp_callback`). Every ``eval_every`` epochs the test split is embedded,
+gathered with ``gather_for_metrics`` and scored with :func:`gsp_hub.metrics.retrieval_metrics`; the best model by
+MAP@R is exported in Hub format.
+
+Exact resume: the sampler and the augmentation are functions of ``(seed, epoch, batch)``, the learning rate a
+function of the step, and a checkpoint holds the model, optimizer, RNG states (accelerate), the loss module, the
+callbacks and the position in the epoch (:mod:`gsp_hub.train.state`). A run stopped after N steps and resumed
+reaches bit-identical weights on the CPU to a run that never stopped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+import gsp_hub.models  # noqa: F401  (registers the gsp_hub architectures with timm)
+from gsp_hub.losses import CCPLoss, GSPLoss, LossTerms, XMLLoss, ZeroShotRegularizer, create_loss
+from gsp_hub.metrics import retrieval_metrics
+from gsp_hub.train.artifacts import METRICS_FILE_NAME, MODEL_DIR_NAME, export_model, write_json
+from gsp_hub.train.callbacks import BatchOutputs, Callback, PrototypeInitCallback, needs_prototype_init
+from gsp_hub.train.ccp_callback import create_ccp_callback
+from gsp_hub.train.config import RunConfig, TrainConfig
+from gsp_hub.train.data import (
+    RunData,
+    batches_per_epoch,
+    eval_loader,
+    load_dataset_splits,
+    load_run_data,
+    train_loader,
+)
+from gsp_hub.train.distributed import gather_with_grad
+from gsp_hub.train.state import RunState, load_training_state, save_training_state
+
+__all__ = [
+    "CHECKPOINTS_DIR_NAME",
+    "CURVES_FILE_NAME",
+    "LOGS_DIR_NAME",
+    "EmbeddingsAndAttributes",
+    "Trainer",
+    "check_output_dir",
+    "checkpoint_numbers",
+    "compute_loss",
+    "create_accelerator",
+    "create_loss_module",
+    "create_model",
+    "create_optimizer",
+    "create_xml_loss",
+    "embed_split",
+    "learning_rate_factor",
+    "prepare_output_dir",
+    "tensorboard_hparams",
+    "train",
+]
+
+logger = get_logger(__name__)  # logs on the main process only
+
+CHECKPOINTS_DIR_NAME = "checkpoints"
+LOGS_DIR_NAME = "logs"
+CURVES_FILE_NAME = "curves.png"
+
+
+class EmbeddingsAndAttributes(nn.Module):
+    """Training view of a MetricNet: images (B, C, H, W) -> (embeddings (B, D), attributes (B, K) or None).
+
+    Attributes come from pools that compute prototype assignments (``gsp``, ``proto``); other pools give None.
+    Wrapping (rather than calling ``forward_head`` on the model) keeps the call inside DDP's ``forward``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        embeddings, aux = self.model.forward_head(self.model.forward_features(images), pre_logits=True,
+                                                  return_aux=True)
+        return embeddings, (None if aux is None else aux.attributes)
+
+
+def create_model(config: TrainConfig) -> nn.Module:
+    """``timm.create_model(config.model, ...)`` with the backbone, pooling and embedding options of ``config``."""
+    kwargs: dict[str, Any] = dict(embed_dim=config.embed_dim, backbone_pretrained=config.pretrained,
+                                  **config.pool_kwargs)
+    if config.pool is not None:
+        kwargs["pool"] = config.pool
+    if config.backbone_kwargs:
+        kwargs["backbone_kwargs"] = dict(config.backbone_kwargs)
+    if config.model == "metric_net":
+        kwargs["backbone"] = config.backbone
+    try:
+        return timm.create_model(config.model, **kwargs)
+    except TypeError as error:
+        raise ValueError(
+            f"cannot build model={config.model!r} (backbone={config.backbone!r}, backbone_kwargs="
+            f"{config.backbone_kwargs}, pool={config.pool!r}, pool_kwargs={config.pool_kwargs}): {error}. "
+            "Remove the option the backbone or pool does not take (e.g. --backbone-kwargs with no value for "
+            "backbones without output_stride)."
+        ) from error
+    except RuntimeError as error:
+        if "Unknown model" in str(error):
+            raise ValueError(f"model={config.model!r} is not a timm architecture; use metric_net or see "
+                             "`gsp-hub models`.") from error
+        raise
+
+
+def uses_attributes(model: nn.Module) -> bool:
+    """True when the model's pooling yields prototype attributes (the input of ZSR)."""
+    return hasattr(getattr(model, "pool", None), "transport")
+
+
+def create_xml_loss(config: TrainConfig, num_classes: int, model: nn.Module) -> XMLLoss:
+    """``loss='xml+BASE'``: the XML cross-batch prototype loss (options ``config.xml_kwargs``) around BASE."""
+    if not uses_attributes(model):
+        raise ValueError(f"--loss {config.loss} needs prototype attributes from the pooling: use --pool proto (or "
+                         f"gsp), got --pool {config.pool}.")
+    embed_dim = int(model.num_features)
+    base = create_loss(config.loss.removeprefix("xml+"), num_classes=num_classes, embed_dim=embed_dim,
+                       **config.loss_kwargs)
+    try:
+        return XMLLoss(base, num_classes, embed_dim, **config.xml_kwargs)
+    except TypeError as error:
+        raise ValueError(f"xml_kwargs={config.xml_kwargs}: {error}; XML takes weight, ridge, scale, margin, target, "
+                         "convex.") from error
+
+
+def create_loss_module(config: TrainConfig, num_classes: int, model: nn.Module) -> GSPLoss:
+    """Base loss ``config.loss`` plus ZSR (weight ``config.zsr_weight``) when the pooling yields attributes;
+    ``xml+BASE`` builds :func:`create_xml_loss` instead of ZSR."""
+    if config.loss.startswith("xml+"):
+        return create_xml_loss(config, num_classes, model)
+    base = create_loss(config.loss, num_classes=num_classes, embed_dim=int(model.num_features), **config.loss_kwargs)
+    regularizer = None
+    if uses_attributes(model) and config.zsr_weight > 0:
+        try:
+            regularizer = ZeroShotRegularizer(num_classes, int(model.num_features), **config.zsr_kwargs)
+        except TypeError as error:
+            raise ValueError(f"zsr_kwargs={config.zsr_kwargs}: {error}; ZSR takes ridge, scale, margin.") from error
+    return GSPLoss(base, regularizer, weight=config.zsr_weight if regularizer is not None else 0.0)
+
+
+def create_optimizer(config: TrainConfig, model: nn.Module, loss_fn: nn.Module) -> torch.optim.AdamW:
+    """AdamW over the model (``lr``) and the loss parameters (``lr * loss_lr_scale``); ``initial_lr`` per group."""
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "initial_lr": config.lr}]
+    loss_parameters = [p for p in loss_fn.parameters() if p.requires_grad]
+    if loss_parameters:
+        groups.append({"params": loss_parameters, "initial_lr": config.lr * config.loss_lr_scale})
+    for group in groups:
+        group["lr"] = group["initial_lr"]
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+
+def learning_rate_factor(step: int, total_steps: int, warmup_steps: int = 0, schedule: str = "cosine") -> float:
+    """Multiplier of the initial learning rate at optimizer step ``step`` (0-based): linear warm-up, then
+    constant or a cosine decay to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def compute_loss(
+    loss_fn: GSPLoss, embeddings: Tensor, labels: Tensor, attributes: Tensor | None, step: int
+) -> tuple[LossTerms, BatchOutputs]:
+    """The loss of the global batch: this process's embeddings (b, D), labels (b,), attributes (b, K) | None are
+    all-gathered (with gradients) over processes first. Returns the loss terms and the detached global batch."""
+    global_embeddings = gather_with_grad(embeddings.float())
+    global_labels = gather_with_grad(labels)
+    global_attributes = None if attributes is None else gather_with_grad(attributes.float())
+    terms = loss_fn.terms(global_embeddings, global_labels, global_attributes)
+    outputs = BatchOutputs(
+        step=step,
+        embeddings=global_embeddings.detach(),
+        labels=global_labels,
+        attributes=None if global_attributes is None else global_attributes.detach(),
+    )
+    return terms, outputs
+
+
+@torch.no_grad()
+def embed_split(network: nn.Module, loader: torch.utils.data.DataLoader, accelerator: Accelerator,
+                *, channels_last: bool = False, description: str = "embed") -> tuple[Tensor, Tensor]:
+    """Embeddings (N, D) and labels (N,) of a prepared evaluation loader, gathered from every process."""
+    network.eval()
+    embeddings, labels = [], []
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    for images, batch_labels in tqdm(loader, desc=description, leave=False,
+                                     disable=not accelerator.is_local_main_process):
+        output = network(images.to(memory_format=memory_format))
+        batch_embeddings = output[0] if isinstance(output, tuple) else output
+        batch_embeddings, batch_labels = accelerator.gather_for_metrics((batch_embeddings.float(), batch_labels))
+        embeddings.append(batch_embeddings.cpu())
+        labels.append(batch_labels.cpu())
+    return torch.cat(embeddings), torch.cat(labels)
+
+
+def evaluate(network: nn.Module, loader: torch.utils.data.DataLoader, accelerator: Accelerator,
+             config: TrainConfig) -> dict[str, float]:
+    """Retrieval metrics of the test split (leave-one-out, cosine); leaves every RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        embeddings, labels = embed_split(network, loader, accelerator, channels_last=config.channels_last)
+    return retrieval_metrics(embeddings, labels)
+
+
+class Trainer:
+    """One training run: builds everything from a :class:`TrainConfig` (data, model, loss, optimizer, accelerator,
+    resumed state), then :meth:`run` trains and evaluates; :meth:`train_one_epoch` and :meth:`evaluate_and_record`
+    are the two halves of an epoch (used alone by benchmarks)."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.output_dir = Path(config.output_dir)
+        self.accelerator = accelerator = create_accelerator(config)
+        resume_dir = prepare_output_dir(config, accelerator)
+        set_seed(config.seed)
+        splits = load_dataset_splits(
+            config.dataset, split_protocol=config.split_protocol, image_column=config.image_column,
+            label_column=config.label_column, verify_images=config.verify_images,
+            skip_bad_images=config.skip_bad_images, progress=accelerator.is_local_main_process,
+        )
+        logger.info("data: %s (%s)", config.dataset, splits.summary)
+        self.model = create_model(config)
+        self.data: RunData = load_run_data(config, splits, self.model)
+        self.loss_fn = create_loss_module(config, splits.num_classes, self.model).to(accelerator.device)
+        self.callbacks: list[Callback] = []
+        if self.loss_fn.regularizer is not None and needs_prototype_init(self.model.pool):
+            self.callbacks.append(PrototypeInitCallback(self.model.pool))
+        optimizer = create_optimizer(config, self.model, self.loss_fn)
+        if config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.network, self.optimizer, self.test_loader = accelerator.prepare(
+            EmbeddingsAndAttributes(self.model), optimizer,
+            eval_loader(self.data.test, config.eval_batch_size, config.num_workers),
+        )
+        if isinstance(self.loss_fn.base_loss, CCPLoss):  # --loss ccp: proxy init, proximal term, projections
+            self.callbacks.append(create_ccp_callback(config, self.model, self.loss_fn.base_loss, optimizer,
+                                                      self.network, splits.train, accelerator))
+        self.state = RunState()
+        self.saved_at_step = -1
+        self.batches_per_epoch = batches_per_epoch(self.data, config, accelerator.num_processes)
+        self.steps_per_epoch = self.batches_per_epoch // config.grad_accum
+        self.total_steps = config.epochs * self.steps_per_epoch
+        if resume_dir is not None:
+            self._load_checkpoint(resume_dir)
+        if accelerator.is_main_process:
+            config.save(self.output_dir)
+        accelerator.init_trackers("gsp_hub", config=tensorboard_hparams(config))
+        logger.info(
+            "model: %s (%s, pool %s, %d parameters); loss: %s; %d processes x %d micro-batches of %d per epoch, "
+            "%d optimizer steps per epoch, %d epochs; device %s, mixed precision %s",
+            config.model, self.model.backbone.pretrained_cfg.get("architecture"), self.model.pool_name, sum(p.numel() for p in self.model.parameters()),
+            self.loss_fn, accelerator.num_processes, self.batches_per_epoch, config.batch_size,
+            self.steps_per_epoch, config.epochs, accelerator.device, config.mixed_precision,
+        )
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+    def _stateful(self) -> dict[str, Any]:
+        objects: dict[str, Any] = {"run": self.state, "loss": self.loss_fn}
+        objects.update({f"callback_{i}": callback for i, callback in enumerate(self.callbacks)})
+        return objects
+
+    def save_checkpoint(self) -> None:
+        path = self.accelerator.save_state()
+        if self.accelerator.is_main_process:
+            save_training_state(path, self._stateful())
+        self.accelerator.wait_for_everyone()
+        self.saved_at_step = self.state.step
+        logger.info("step %d: checkpoint saved to %s", self.state.step, path)
+
+    def _load_checkpoint(self, directory: Path) -> None:
+        self.accelerator.load_state(str(directory))
+        load_training_state(directory, self._stateful())
+        numbers = checkpoint_numbers(self.output_dir / CHECKPOINTS_DIR_NAME)
+        self.accelerator.project_configuration.iteration = max(numbers, default=-1) + 1
+        self.saved_at_step = self.state.step
+        logger.info("resumed from %s: epoch %d, batch %d of the epoch, step %d", directory, self.state.epoch,
+                    self.state.batch_in_epoch, self.state.step)
+
+    # -- evaluation -------------------------------------------------------------------------------------------
+    def evaluate_and_record(self) -> dict[str, float]:
+        started = time.perf_counter()
+        metrics = evaluate(self.network, self.test_loader, self.accelerator, self.config)
+        state = self.state
+        row: dict[str, Any] = {
+            "epoch": round(state.epoch + state.batch_in_epoch / self.batches_per_epoch, 4),
+            "step": state.step,
+            "train_loss": state.loss_sum / state.loss_count if state.loss_count else None,
+            **metrics,
+        }
+        state.history.append(row)
+        state.loss_sum, state.loss_count = 0.0, 0
+        if state.step == 0 and state.initial is None:
+            state.initial = row
+        self.accelerator.log({f"test/{key}": value for key, value in metrics.items()}, step=state.step)
+        logger.info("step %d (epoch %.2f): R@1 %.4f, MAP@R %.4f (evaluated in %.1f s)", state.step, row["epoch"],
+                    metrics["recall@1"], metrics["map@r"], time.perf_counter() - started)
+        if state.step > 0 and (state.best is None or metrics["map@r"] > state.best["map@r"]):
+            state.best = row
+            if self.accelerator.is_main_process:
+                self.export_best(metrics)
+        for callback in self.callbacks:
+            callback.on_evaluate(metrics, state.step)
+        self.accelerator.wait_for_everyone()
+        return metrics
+
+    def export_best(self, metrics: dict[str, float]) -> None:
+        splits = self.data.splits
+        test_classes = (f"test classes {splits.num_classes}-{splits.num_classes + splits.num_test_classes - 1}"
+                        if splits.protocol == "zero-shot" else "test split")
+        path = export_model(
+            self.model,
+            self.output_dir / MODEL_DIR_NAME,
+            metrics=metrics,
+            dataset={"id": self.config.dataset, "split": "test", "name": f"{self.config.dataset} ({test_classes})"},
+            recipe=self.config.to_dict(),
+            data_config=self.data.data_config,
+        )
+        logger.info("new best MAP@R %.4f: model exported to %s", metrics["map@r"], path)
+
+    # -- training ---------------------------------------------------------------------------------------------
+    def train_one_epoch(self) -> bool:
+        """Train the rest of the current epoch; returns False when ``max_steps`` stopped it before its end."""
+        config, accelerator, state = self.config, self.accelerator, self.state
+        loader = train_loader(self.data, config, epoch=state.epoch, skip_batches=state.batch_in_epoch,
+                              num_replicas=accelerator.num_processes, rank=accelerator.process_index)
+        remaining = self.batches_per_epoch - state.batch_in_epoch
+        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        bar = tqdm(total=self.batches_per_epoch, initial=state.batch_in_epoch, desc=f"epoch {state.epoch + 1}",
+                   unit="batch", disable=not accelerator.is_local_main_process)
+        self.network.train()
+        started, images_seen = time.perf_counter(), 0
+        for images, labels in itertools.islice(loader, remaining):
+            images = images.to(accelerator.device, memory_format=memory_format)
+            labels = labels.to(accelerator.device)
+            with accelerator.accumulate(self.network):
+                embeddings, attributes = self.network(images)
+                if not getattr(self.model.pool, "initialized", True):
+                    attributes = None  # prototypes not initialised yet: ZSR is skipped
+                terms, outputs = compute_loss(self.loss_fn, embeddings, labels, attributes, state.step)
+                penalties = [penalty for callback in self.callbacks if (penalty := callback.loss_penalty()) is not None]
+                accelerator.backward(terms.total + sum(penalties))
+                for group in self.optimizer.param_groups:
+                    group["lr"] = group["initial_lr"] * learning_rate_factor(
+                        state.step, self.total_steps, config.warmup_steps, config.scheduler)
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+            for callback in self.callbacks:
+                callback.on_train_batch(outputs)
+            state.batch_in_epoch += 1
+            state.loss_sum += terms.total.item()
+            state.loss_count += 1
+            images_seen += len(outputs.labels)
+            bar.update(1)
+            if not accelerator.sync_gradients:
+                continue
+            state.step += 1
+            bar.set_postfix(loss=f"{terms.total.item():.4f}", step=state.step)
+            if state.step % config.log_every == 0:
+                values = {"train/loss": terms.total.item(), "train/base_loss": terms.base.item(),
+                          "train/lr": self.optimizer.param_groups[0]["lr"],
+                          "train/images_per_second": images_seen / (time.perf_counter() - started)}
+                if terms.regularizer is not None:
+                    values["train/zsr_loss"] = terms.regularizer.item()
+                accelerator.log(values, step=state.step)
+            if config.save_every and state.step % config.save_every == 0:
+                self.save_checkpoint()
+            if config.max_steps and state.step >= config.max_steps:
+                break
+        bar.close()
+        if state.batch_in_epoch < self.batches_per_epoch:
+            return False
+        state.epoch += 1
+        state.batch_in_epoch = 0
+        return True
+
+    def run(self) -> dict[str, Any]:
+        config, state = self.config, self.state
+        if config.eval_at_start and not state.history:
+            self.evaluate_and_record()
+        for callback in self.callbacks:
+            callback.on_train_start()
+        while state.epoch < config.epochs and not (config.max_steps and state.step >= config.max_steps):
+            if not self.train_one_epoch():
+                break
+            if state.epoch % config.eval_every == 0 or state.epoch == config.epochs:
+                self.evaluate_and_record()
+            self.save_checkpoint()
+        if not state.history or state.history[-1]["step"] != state.step:
+            self.evaluate_and_record()
+        if self.saved_at_step != state.step and state.step > 0:
+            self.save_checkpoint()
+        summary = self.summary()
+        if self.accelerator.is_main_process:
+            write_json(self.output_dir / METRICS_FILE_NAME, summary)
+            from gsp_hub.viz import plot_training_curves
+
+            plot_training_curves(state.history, self.output_dir / CURVES_FILE_NAME)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()
+        logger.info("done: %d steps; outputs in %s", state.step, self.output_dir)
+        return summary
+
+    def summary(self) -> dict[str, Any]:
+        state = self.state
+        return {
+            "best": state.best,
+            "last": state.history[-1] if state.history else None,
+            "initial": state.initial,
+            "history": state.history,
+            "steps": state.step,
+            "epochs": state.epoch + state.batch_in_epoch / self.batches_per_epoch,
+            "model_dir": str(self.output_dir / MODEL_DIR_NAME) if state.best else None,
+        }
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Run the training described by ``config``; returns the metrics summary also written to ``metrics.json``:
+    ``best`` (by MAP@R, exported to ``<output_dir>/model``), ``last``, ``initial`` (untrained) and ``history``."""
+    config.validate()
+    return Trainer(config).run()
+
+
+def create_accelerator(config: RunConfig) -> Accelerator:
+    """The run's Accelerator (CPU unless a GPU is there and ``config.cpu`` is off) with tensorboard logging into
+    ``<output_dir>/logs`` and numbered checkpoints in ``<output_dir>/checkpoints`` (``checkpoints_total_limit`` kept).
+    ``config``: any run configuration with ``output_dir``, ``cpu``, ``mixed_precision``, ``grad_accum``,
+    ``checkpoints_total_limit``."""
+    output_dir = Path(config.output_dir)
+    return Accelerator(
+        cpu=config.cpu or not torch.cuda.is_available(),
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.grad_accum,
+        log_with="tensorboard",
+        project_config=ProjectConfiguration(
+            project_dir=str(output_dir),
+            logging_dir=str(output_dir / LOGS_DIR_NAME),
+            automatic_checkpoint_naming=True,
+            total_limit=config.checkpoints_total_limit,
+        ),
+    )
+
+
+def prepare_output_dir(config: RunConfig, accelerator: Accelerator) -> Path | None:
+    """Check ``config.output_dir`` against ``resume`` / ``overwrite`` (:func:`check_output_dir`), clear an
+    overwritten run's checkpoints and logs, and wait for every rank; returns the checkpoint folder to resume from."""
+    output_dir = Path(config.output_dir)
+    resume_dir = check_output_dir(config, output_dir)
+    if accelerator.is_main_process and resume_dir is None and config.overwrite:
+        for name in (CHECKPOINTS_DIR_NAME, LOGS_DIR_NAME):
+            shutil.rmtree(output_dir / name, ignore_errors=True)
+    accelerator.wait_for_everyone()  # every rank has checked the folder before rank 0 writes into it
+    return resume_dir
+
+
+def checkpoint_numbers(directory: Path) -> list[int]:
+    """The numbers i of the ``checkpoint_<i>`` folders in ``directory``."""
+    if not directory.is_dir():
+        return []
+    return [int(match.group(1)) for path in directory.iterdir() if (match := re.fullmatch(r"checkpoint_(\d+)",
+                                                                                           path.name))]
+
+
+def check_output_dir(config: RunConfig, output_dir: Path) -> Path | None:
+    """Check the output folder against --resume / --overwrite; returns the checkpoint folder to resume from."""
+    checkpoints = output_dir / CHECKPOINTS_DIR_NAME
+    if config.resume:
+        if config.resume != "latest":
+            path = Path(config.resume)
+            if not path.is_dir():
+                raise FileNotFoundError(f"--resume {config.resume}: no such checkpoint folder; pass 'latest' or a "
+                                        f"folder like {checkpoints / 'checkpoint_0'}.")
+            return path
+        numbers = checkpoint_numbers(checkpoints)
+        if not numbers:
+            raise FileNotFoundError(f"--resume latest: no checkpoint in {checkpoints}; check --output-dir, or start "
+                                    "a new run without --resume.")
+        return checkpoints / f"checkpoint_{max(numbers)}"
+    if ((output_dir / config.FILE_NAME).exists() or checkpoints.exists()) and not config.overwrite:
+        raise ValueError(f"--output-dir {output_dir} already holds a run; pass --resume latest to continue it, "
+                         "--overwrite to start over in it, or another --output-dir.")
+    return None
+
+
+def tensorboard_hparams(config: RunConfig) -> dict[str, Any]:
+    """The config as tensorboard hyperparameters (scalars and strings only)."""
+    return {key: value if isinstance(value, (int, float, str, bool)) else str(value)
+            for key, value in config.to_dict().items()}

@@ -1,0 +1,49 @@
+"""Helpers of the training tests: a tiny real data set and a fast configuration (imported by the tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gsp_hub.train import TrainConfig
+
+# test_vit at 32 px with 8 px patches: 16 local tokens, no BatchNorm (per-rank batch statistics would make a
+# two-process step differ from a one-process step), 0.26 M parameters.
+TINY_MODEL: dict[str, Any] = dict(
+    backbone="test_vit",
+    backbone_kwargs={"img_size": 32, "patch_size": 8},
+    embed_dim=16,
+    pool_kwargs={"num_prototypes": 4, "memory_size": 16},
+    img_size=32,
+)
+
+
+def write_tiny_dataset(path: Path, per_class: int = 16) -> Path:
+    """A parquet file of real Fashion-MNIST images (``per_class`` of each of the 10 classes, embedded subset)."""
+    from gsp_hub.data import load_fashion_mnist_subset
+
+    train = load_fashion_mnist_subset()["train"]
+    labels = np.asarray(train["label"])
+    rows = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(10)])
+    train.select(rows).to_parquet(str(path))
+    return path
+
+
+def tiny_config(output_dir: Path, dataset: Path, **overrides: Any) -> TrainConfig:
+    """A run of 16-image steps on ``dataset`` (5 train classes: 4 per batch x 4 images), 2 epochs, timm augmentation."""
+    values: dict[str, Any] = dict(
+        TINY_MODEL,
+        dataset=str(dataset),
+        output_dir=str(output_dir),
+        batch_size=16,
+        m_per_class=4,
+        epochs=2,
+        eval_batch_size=64,
+        log_every=1,
+        eval_at_start=False,
+        augment=True,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)

@@ -26,7 +26,11 @@ def test_every_registered_pool_runs_forward_and_backward_from_defaults(name: str
     pooled = pool(x)
     assert pooled.shape == (2, DIM)
     torch.testing.assert_close(pool(to_tokens(x, DIM)), pooled, rtol=0, atol=1e-6)
-    pooled.square().sum().backward()
+    loss = pooled.square().sum()
+    if hasattr(pool, "transport"):  # prototype pools: the prototypes are trained through the attributes
+        attributes = pool.transport(x).attributes
+        loss = loss + (attributes * torch.arange(attributes.shape[1], dtype=attributes.dtype)).sum()
+    loss.backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     for parameter_name, parameter in pool.named_parameters():
         assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), parameter_name

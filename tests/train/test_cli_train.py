@@ -88,13 +88,13 @@ def test_train_skips_bad_images_in_bf16_then_eval_reproduces_the_metrics(tmp_pat
                       "--epochs", "1", "--mixed-precision", "bf16", *TINY_FLAGS)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert re.search(r"skipped 1 of 81 images", trained.stderr), trained.stderr[-3000:]
-    assert "recall@1" in trained.stdout
+    assert "Recall@1" in trained.stdout
     best = json.loads((run / "metrics.json").read_text())["best"]
 
     evaluated = run_cli("eval", "--model", str(run), "--dataset", str(image_folder), "--skip-bad-images",
                         "--mixed-precision", "bf16", "--output", str(tmp_path / "eval.json"))
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    assert "recall@1" in evaluated.stdout
+    assert "Recall@1" in evaluated.stdout
     metrics = json.loads((tmp_path / "eval.json").read_text())
     for key, value in metrics.items():
         assert value == pytest.approx(best[key], abs=1e-9), key  # the exported weights, evaluated as in training
@@ -119,4 +119,4 @@ def test_no_argument_job_beats_the_untrained_model(tmp_path):
     initial, best = summary["initial"], summary["best"]
     assert best["recall@1"] > initial["recall@1"] + 0.03
     assert best["map@r"] > initial["map@r"] + 0.10
-    assert "recall@1" in result.stdout
+    assert "Recall@1" in result.stdout

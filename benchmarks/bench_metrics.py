@@ -3,8 +3,9 @@
 Data: 60,502 L2-normalised 512-d embeddings in 11,316 classes of 2-12 items (SOP test-set shape), generated
 deterministically (Gaussian clusters around random class centres). Each method runs once in a fresh subprocess,
 which reports the wall time of the metric call and its own peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``,
-which includes the Python/torch runtime and the 124 MB of embeddings). The parent prints both side by side, the
-ratios, and whether R@1, R-Precision and MAP@R agree to 1e-6.
+which includes the Python/torch runtime and the 124 MB of embeddings; the RSS before the call is printed too). The
+parent prints both side by side, the ratios, and whether R@1, R-Precision and MAP@R agree to 1e-6. The machine's
+load average is printed next to each run: timings on a shared machine are only comparable at similar load.
 
     python benchmarks/bench_metrics.py                      # both methods (AccuracyCalculator needs ~7 GB RAM)
     python benchmarks/bench_metrics.py --methods gsp_hub --chunk-size 512
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -56,35 +58,38 @@ def run_worker(method: str, data_dir: Path, chunk_size: int) -> None:
     """Child process: time one metric call and print a JSON line with seconds, peak RSS and the results."""
     import torch
 
-    embeddings, labels = np.load(data_dir / "embeddings.npy"), np.load(data_dir / "labels.npy")
-    start = time.perf_counter()
     if method == "gsp_hub":
         from gsp_hub.metrics import retrieval_metrics
 
-        results = retrieval_metrics(embeddings, labels, chunk_size=chunk_size)
+        def compute(embeddings: np.ndarray, labels: np.ndarray) -> dict:
+            return retrieval_metrics(embeddings, labels, chunk_size=chunk_size)
     else:
         from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
-        calculator = AccuracyCalculator(
-            include=tuple(PML_KEYS.values()), k="max_bin_count", device=torch.device("cpu")
-        )
-        results = calculator.get_accuracy(embeddings, labels)
+        calculator = AccuracyCalculator(include=tuple(PML_KEYS.values()), k="max_bin_count", device=torch.device("cpu"))
+        compute = calculator.get_accuracy
+    embeddings, labels = np.load(data_dir / "embeddings.npy"), np.load(data_dir / "labels.npy")
+    rss_before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    start = time.perf_counter()
+    results = compute(embeddings, labels)
     seconds = time.perf_counter() - start
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb, "results": results}))
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb, "rss_before_mb": rss_before_mb,
+                      "threads": torch.get_num_threads(), "results": results}))
 
 
 def run_in_subprocess(method: str, data_dir: Path, chunk_size: int) -> dict:
     command = [sys.executable, __file__, "--worker", method, "--data-dir", str(data_dir), "--chunk-size",
                str(chunk_size)]
+    load_before = os.getloadavg()[0]
     completed = subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return {**json.loads(completed.stdout.strip().splitlines()[-1]), "load": (load_before, os.getloadavg()[0])}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=["gsp_hub", "pml"], choices=["gsp_hub", "pml"])
-    parser.add_argument("--chunk-size", type=int, default=None, help="gsp_hub query rows scored at once")
+    parser.add_argument("--chunk-size", type=int, default=None, help="side of gsp_hub's score blocks")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--worker", choices=["gsp_hub", "pml"], help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
@@ -107,10 +112,13 @@ def main() -> None:
         del embeddings
         runs = {method: run_in_subprocess(method, Path(data_dir), args.chunk_size) for method in args.methods}
 
-    print(f"\n{'method':<22}{'wall time (s)':>15}{'peak RSS (MB)':>15}")
+    print(f"\n{'method':<22}{'wall time (s)':>15}{'peak RSS (MB)':>15}{'RSS before call':>17}{'threads':>9}"
+          f"{'load avg 1 min':>16}")
     names = {"gsp_hub": "gsp_hub", "pml": "AccuracyCalculator"}
     for method, run in runs.items():
-        print(f"{names[method]:<22}{run['seconds']:>15.2f}{run['peak_rss_mb']:>15.0f}")
+        load = f"{run['load'][0]:.1f} -> {run['load'][1]:.1f}"
+        print(f"{names[method]:<22}{run['seconds']:>15.2f}{run['peak_rss_mb']:>15.0f}{run['rss_before_mb']:>17.0f}"
+              f"{run['threads']:>9}{load:>16}")
     if len(runs) == 2:
         ours, theirs = runs["gsp_hub"], runs["pml"]
         print(f"{'ratio (PML / gsp_hub)':<22}{theirs['seconds'] / ours['seconds']:>14.2f}x"

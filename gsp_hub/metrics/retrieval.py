@@ -41,10 +41,11 @@ __all__ = [
 
 DISTANCES: tuple[str, ...] = ("cosine", "euclidean")
 METRICS: tuple[str, ...] = ("recall", "r_precision", "map_at_r", "nmi")
-DEFAULT_CHUNK_SIZE = 4096
+DEFAULT_CHUNK_SIZE = 2048
 KMEANS_SEED = 1234
 KMEANS_ITERATIONS = 20
 _RESULT_KEYS = {"r_precision": "r_precision", "map_at_r": "map@r"}
+_TILE = 64  # items per tile when screening a score block for entries reaching the running k-th best
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -68,7 +69,8 @@ def retrieval_metrics(
     with ``query_embeddings`` (Q, D) and ``query_labels`` (Q,) the queries search ``embeddings`` as the gallery
     (In-shop protocol). ``distance`` is ``'cosine'`` (L2-normalised inner product) or ``'euclidean'`` (squared
     L2, the ranking of PML's faiss ``IndexFlatL2``). Scores are computed in ``dtype`` (float32 or float64) on the
-    embeddings' device; averages are accumulated in float64.
+    embeddings' device, ``chunk_size x chunk_size`` at a time (about 3 such blocks are alive at once: 50 MB for
+    the default 2048 in float32); per-query values are averaged in float64.
 
     Returns a dict with ``recall@k`` for every k in ``ks`` (if ``'recall'`` in ``metrics``), ``r_precision``,
     ``map@r`` and ``nmi``, each a fraction in [0, 1].
@@ -235,18 +237,33 @@ def _iter_topk(
 def _block_scorer(
     queries: torch.Tensor, gallery: torch.Tensor, distance: str
 ) -> Callable[[slice, slice], torch.Tensor]:
-    """A function (query rows, gallery columns) -> scores (rows, columns), larger = nearer."""
+    """A function (query rows, gallery columns) -> scores (rows, columns), larger = nearer.
+
+    Cosine L2-normalises each block on the fly (the same way in every block) instead of keeping a normalised copy
+    of the embeddings.
+    """
     if distance == "cosine":
-        normalized_gallery = F.normalize(gallery, dim=1)
-        normalized_queries = normalized_gallery if queries is gallery else F.normalize(queries, dim=1)
-        return lambda rows, columns: normalized_queries[rows] @ normalized_gallery[columns].T
-    query_norms, gallery_norms = queries.square().sum(1), gallery.square().sum(1)
+        query_scale, gallery_scale = _inverse_norms(queries), _inverse_norms(gallery)
+        return lambda rows, columns: (queries[rows] * query_scale[rows, None]) @ (
+            gallery[columns] * gallery_scale[columns, None]
+        ).T
+    query_norms, gallery_norms = _squared_norms(queries), _squared_norms(gallery)
 
     def negative_squared_distance(rows: slice, columns: slice) -> torch.Tensor:
         scores = torch.addmm(gallery_norms[columns], queries[rows], gallery[columns].T, beta=-1, alpha=2)
         return scores.sub_(query_norms[rows, None])
 
     return negative_squared_distance
+
+
+def _squared_norms(embeddings: torch.Tensor) -> torch.Tensor:
+    """(N,) sums of squares of (N, D) rows (exact for small integers), without an (N, D) temporary."""
+    return torch.einsum("nd,nd->n", embeddings, embeddings)
+
+
+def _inverse_norms(embeddings: torch.Tensor) -> torch.Tensor:
+    """(N,) 1 / max(||row||, 1e-12), the scale of ``F.normalize``."""
+    return torch.linalg.vector_norm(embeddings, dim=1).clamp_min(1e-12).reciprocal()
 
 
 def _merge_block(
@@ -284,20 +301,28 @@ def _entries_reaching(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Scores reaching their owner's threshold, packed per owner (owners = rows, or columns if ``transposed``).
 
-    Returns the owners having any such score (M,), and those scores and their items (M, most hits of an owner),
+    Screens tiles of ``_TILE`` items by their maximum first, so that only the few tiles holding a hit are read
+    again. Returns the owners having any hit (M,), and their hit scores and items (M, most hits of an owner),
     padded with -inf scores.
     """
-    hits = scores >= (thresholds[None, :] if transposed else thresholds[:, None])
-    row, column = hits.nonzero(as_tuple=True)
-    owner, item = (column, row) if transposed else (row, column)
-    by_owner = owner.argsort(stable=True)
-    owner, item, values = owner[by_owner], item[by_owner], scores[row, column][by_owner]
+    item_dim = 0 if transposed else 1
+    if scores.shape[item_dim] % _TILE:
+        padding = [0, 0, 0, 0]
+        padding[2 * (1 - item_dim) + 1] = _TILE - scores.shape[item_dim] % _TILE
+        scores = F.pad(scores, padding, value=-torch.inf)
+    tiled = scores.unflatten(item_dim, (-1, _TILE))  # (tiles, _TILE, columns) or (rows, tiles, _TILE)
+    tile_max = tiled.amax(item_dim + 1)  # reduced in memory order, then viewed as (owners, tiles)
+    tiles = tiled.permute(2, 0, 1) if transposed else tiled  # (owners, tiles, _TILE), a view
+    owner, tile = ((tile_max.T if transposed else tile_max) >= thresholds[:, None]).nonzero(as_tuple=True)
+    tile_scores = tiles[owner, tile]
+    hit, offset = (tile_scores >= thresholds[owner, None]).nonzero(as_tuple=True)  # still sorted by owner
+    owner, item, values = owner[hit], tile[hit] * _TILE + offset, tile_scores[hit, offset]
     owners_with_hits, counts = torch.unique_consecutive(owner, return_counts=True)
     packed_owner = torch.arange(len(counts), device=scores.device).repeat_interleave(counts)
     slot = torch.arange(len(owner), device=scores.device) - (counts.cumsum(0) - counts)[packed_owner]
     width = int(counts.max()) if len(counts) else 0
     packed_scores = scores.new_full((len(counts), width), -torch.inf)
-    packed_items = torch.full_like(packed_scores, max(scores.shape), dtype=torch.int64)  # sorts after real items
+    packed_items = torch.zeros_like(packed_scores, dtype=torch.int64)  # padding: -inf scores never enter a list
     packed_scores[packed_owner, slot] = values
     packed_items[packed_owner, slot] = item
     return owners_with_hits, packed_scores, packed_items
@@ -385,7 +410,7 @@ def _as_embeddings(values: ArrayLike, name: str, dtype: torch.dtype) -> torch.Te
     if values.dtype == torch.bool or values.is_complex():
         raise TypeError(f"{name} must hold real numbers, got dtype {values.dtype}.")
     values = values.detach().to(dtype)
-    finite = torch.isfinite(values.square().sum(1))  # NaN/inf anywhere in a row, or an overflowing norm
+    finite = torch.isfinite(_squared_norms(values))  # NaN/inf anywhere in a row, or an overflowing square
     if not finite.all():
         bad_rows = (~finite).nonzero().squeeze(1)
         raise ValueError(
@@ -465,4 +490,4 @@ def _check_choice(value: str, choices: tuple[str, ...], name: str) -> None:
 
 def _check_chunk_size(chunk_size: int) -> None:
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int (rows scored at once), got {chunk_size!r}.")
+        raise ValueError(f"chunk_size must be a positive int (side of the score blocks), got {chunk_size!r}.")

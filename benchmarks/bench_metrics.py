@@ -8,7 +8,7 @@ parent prints both side by side, the ratios, and whether R@1, R-Precision and MA
 load average is printed next to each run: timings on a shared machine are only comparable at similar load.
 
     python benchmarks/bench_metrics.py                      # both methods (AccuracyCalculator needs ~7 GB RAM)
-    python benchmarks/bench_metrics.py --methods gsp_hub --chunk-size 512
+    python benchmarks/bench_metrics.py --methods gsp_hub --chunk-size 4096
 """
 
 from __future__ import annotations
@@ -59,7 +59,9 @@ def run_worker(method: str, data_dir: Path, chunk_size: int) -> None:
     import torch
 
     if method == "gsp_hub":
-        from gsp_hub.metrics import retrieval_metrics
+        from gsp_hub.metrics.retrieval import DEFAULT_CHUNK_SIZE, retrieval_metrics
+
+        chunk_size = chunk_size or DEFAULT_CHUNK_SIZE
 
         def compute(embeddings: np.ndarray, labels: np.ndarray) -> dict:
             return retrieval_metrics(embeddings, labels, chunk_size=chunk_size)
@@ -75,46 +77,57 @@ def run_worker(method: str, data_dir: Path, chunk_size: int) -> None:
     seconds = time.perf_counter() - start
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb, "rss_before_mb": rss_before_mb,
-                      "threads": torch.get_num_threads(), "results": results}))
+                      "threads": torch.get_num_threads(), "chunk_size": chunk_size, "results": results}))
 
 
-def run_in_subprocess(method: str, data_dir: Path, chunk_size: int) -> dict:
-    command = [sys.executable, __file__, "--worker", method, "--data-dir", str(data_dir), "--chunk-size",
-               str(chunk_size)]
+def run_in_subprocess(*arguments: str) -> dict:
+    """Run this script with ``arguments`` in a fresh interpreter and parse the JSON line it prints last.
+
+    The parent stays small on purpose: a child's ru_maxrss starts from the parent's peak RSS (it is kept across
+    fork + exec), so the parent neither generates the data nor imports torch.
+    """
     load_before = os.getloadavg()[0]
-    completed = subprocess.run(command, capture_output=True, text=True, check=True)
+    completed = subprocess.run([sys.executable, __file__, *arguments], capture_output=True, text=True, check=True)
     return {**json.loads(completed.stdout.strip().splitlines()[-1]), "load": (load_before, os.getloadavg()[0])}
+
+
+def write_data(data_dir: Path, seed: int) -> None:
+    """Child process: generate the embeddings and labels into ``data_dir`` and print their summary as JSON."""
+    embeddings, labels = make_embeddings(seed)
+    np.save(data_dir / "embeddings.npy", embeddings)
+    np.save(data_dir / "labels.npy", labels)
+    sizes = np.bincount(labels)
+    print(json.dumps({"items": len(labels), "dim": embeddings.shape[1], "classes": len(sizes),
+                      "sizes": [int(sizes.min()), int(sizes.max()), float(sizes.mean())]}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=["gsp_hub", "pml"], choices=["gsp_hub", "pml"])
-    parser.add_argument("--chunk-size", type=int, default=None, help="side of gsp_hub's score blocks")
+    parser.add_argument("--chunk-size", type=int, default=0, help="side of gsp_hub's score blocks (0: its default)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--worker", choices=["gsp_hub", "pml"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["data", "gsp_hub", "pml"], help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.chunk_size is None:
-        from gsp_hub.metrics.retrieval import DEFAULT_CHUNK_SIZE
-
-        args.chunk_size = DEFAULT_CHUNK_SIZE
+    if args.worker == "data":
+        write_data(args.data_dir, args.seed)
+        return
     if args.worker:
         run_worker(args.worker, args.data_dir, args.chunk_size)
         return
 
-    embeddings, labels = make_embeddings(args.seed)
-    sizes = np.bincount(labels)
-    print(f"data: {len(labels):,} x {embeddings.shape[1]} L2-normalised embeddings, {len(sizes):,} classes, "
-          f"sizes {sizes.min()}-{sizes.max()} (mean {sizes.mean():.2f}); gsp_hub chunk_size={args.chunk_size}")
     with tempfile.TemporaryDirectory() as data_dir:
-        np.save(Path(data_dir) / "embeddings.npy", embeddings)
-        np.save(Path(data_dir) / "labels.npy", labels)
-        del embeddings
-        runs = {method: run_in_subprocess(method, Path(data_dir), args.chunk_size) for method in args.methods}
+        data = run_in_subprocess("--worker", "data", "--data-dir", data_dir, "--seed", str(args.seed))
+        print(f"data: {data['items']:,} x {data['dim']} L2-normalised embeddings, {data['classes']:,} classes, "
+              f"sizes {data['sizes'][0]}-{data['sizes'][1]} (mean {data['sizes'][2]:.2f})")
+        runs = {
+            method: run_in_subprocess("--worker", method, "--data-dir", data_dir, "--chunk-size", str(args.chunk_size))
+            for method in args.methods
+        }
 
     print(f"\n{'method':<22}{'wall time (s)':>15}{'peak RSS (MB)':>15}{'RSS before call':>17}{'threads':>9}"
           f"{'load avg 1 min':>16}")
-    names = {"gsp_hub": "gsp_hub", "pml": "AccuracyCalculator"}
+    names = {"gsp_hub": f"gsp_hub (chunk {runs.get('gsp_hub', {}).get('chunk_size')})", "pml": "AccuracyCalculator"}
     for method, run in runs.items():
         load = f"{run['load'][0]:.1f} -> {run['load'][1]:.1f}"
         print(f"{names[method]:<22}{run['seconds']:>15.2f}{run['peak_rss_mb']:>15.0f}{run['rss_before_mb']:>17.0f}"

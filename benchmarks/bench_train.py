@@ -133,8 +133,8 @@ def main() -> None:
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch_size}, {args.img_size} px, "
-          f"channels_last={args.channels_last}, loop workers {args.workers}; median step of {args.repeats} x {args.steps} "
-          "steps")
+          f"channels_last={args.channels_last}, loop workers {args.workers}; median step of {args.repeats} x "
+          f"{args.steps} steps")
     header = (f"{'model':<28} {'bare img/s':>10} {'loop img/s':>10} {'loop/bare':>9} {'GAP img/s':>9} "
               f"{'GSP/GAP step':>12}")
     rows = []

@@ -46,7 +46,8 @@ def list_losses() -> list[str]:
 
 
 def create_loss(name: str, *, num_classes: int, embed_dim: int, **kwargs: Any) -> nn.Module:
-    """Build the base loss registered as ``name`` for ``num_classes`` training classes and ``embed_dim``-wide embeddings.
+    """Build the base loss registered as ``name`` for ``num_classes`` training classes and ``embed_dim``-wide
+    embeddings.
 
     ``kwargs`` override the loss's defaults (e.g. ``create_loss('ms', ..., alpha=1.0)``). Pass fp32 embeddings: PML
     casts the parameters of proxy losses to the input dtype permanently.

@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["MODEL_DIR_NAME", "METRICS_FILE_NAME", "atomic_write_text", "export_model", "write_json"]
+__all__ = ["METRICS_FILE_NAME", "MODEL_DIR_NAME", "atomic_write_text", "export_model", "write_json"]
 
 MODEL_DIR_NAME = "model"
 METRICS_FILE_NAME = "metrics.json"

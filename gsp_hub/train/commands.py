@@ -108,7 +108,6 @@ def config_from_args(args: argparse.Namespace, config_cls: type | None = None) -
 
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.captureWarnings(True)  # data warnings (e.g. skipped corrupt images) appear in the log
     for noisy in ("httpx", "urllib3", "PIL", "matplotlib", "datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

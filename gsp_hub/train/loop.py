@@ -265,7 +265,8 @@ class Trainer:
         logger.info(
             "model: %s (%s, pool %s, %d parameters); loss: %s; %d processes x %d micro-batches of %d per epoch, "
             "%d optimizer steps per epoch, %d epochs; device %s, mixed precision %s",
-            config.model, self.model.backbone.pretrained_cfg.get("architecture"), self.model.pool_name, sum(p.numel() for p in self.model.parameters()),
+            config.model, self.model.backbone.pretrained_cfg.get("architecture"), self.model.pool_name,
+            sum(p.numel() for p in self.model.parameters()),
             self.loss_fn, accelerator.num_processes, self.batches_per_epoch, config.batch_size,
             self.steps_per_epoch, config.epochs, accelerator.device, config.mixed_precision,
         )

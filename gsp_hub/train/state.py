@@ -1,9 +1,10 @@
 """Training progress and the checkpoint files gsp_hub adds to an accelerate checkpoint.
 
-``accelerator.save_state`` stores the model, optimizer and RNG states. The rest — where the run is (:class:`RunState`),
-the loss module (ZSR class embeddings, proxies, the cross-batch memory and its queue position) and the callbacks
-(the prototype warm-up memory) — goes into the same folder as ``gsp_hub_state.safetensors`` (tensors) and
-``gsp_hub_state.json`` (everything else): no pickle is ever loaded.
+``accelerator.save_state`` stores the model, optimizer and RNG states. The rest — where the run is
+(:class:`RunState`), the loss module (ZSR class embeddings, proxies, the cross-batch memory and its queue position)
+and the callbacks (the prototype warm-up memory) — goes into the same folder as ``gsp_hub_state.safetensors``
+(tensors) and ``gsp_hub_state.json`` (everything else). No pickle is added: accelerate's
+``register_for_checkpointing`` would store these objects as pickles and reload them with ``weights_only=False``.
 """
 
 from __future__ import annotations

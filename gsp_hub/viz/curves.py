@@ -11,7 +11,8 @@ __all__ = ["plot_training_curves"]
 
 def plot_training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathLike[str]) -> Path:
     """Plot ``history`` (one mapping per evaluation with ``epoch`` and any of ``train_loss``, ``recall@1``,
-    ``map@r``, ``top1`` (classification accuracy)) into ``path`` (PNG, two panels), written atomically. Returns the path."""
+    ``map@r``, ``top1`` (classification accuracy)) into ``path`` (PNG, two panels), written atomically.
+    Returns the path."""
     import matplotlib
 
     matplotlib.use("Agg")

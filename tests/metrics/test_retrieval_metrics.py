@@ -1,4 +1,5 @@
-"""retrieval_metrics against pytorch-metric-learning's AccuracyCalculator, a brute-force loop, and exact oracles."""
+"""retrieval_metrics / nearest_neighbors / normalized_mutual_info against independent references:
+pytorch-metric-learning's AccuracyCalculator, scikit-learn, brute-force loops, and hand-computed cases."""
 
 from __future__ import annotations
 
@@ -7,143 +8,257 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+from sklearn.metrics import normalized_mutual_info_score
 
 from gsp_hub.metrics import nearest_neighbors, normalized_mutual_info, retrieval_metrics
 
 PML_KEYS = {"precision_at_1": "recall@1", "r_precision": "r_precision", "mean_average_precision_at_r": "map@r"}
 
 
-def clustered(seed: int, num_classes: int, per_class: tuple[int, int], dim: int = 16, spread: float = 0.6):
-    """L2-normalised clustered embeddings (N, dim) with uneven class sizes, and their labels (N,)."""
+def clustered(
+    seed: int, num_classes: int, per_class: tuple[int, int], dim: int = 16, spread: float = 0.6
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised Gaussian clusters (N, dim) with class sizes in ``per_class``, shuffled; labels (N,)."""
     rng = np.random.default_rng(seed)
     sizes = rng.integers(per_class[0], per_class[1] + 1, size=num_classes)
     labels = np.repeat(np.arange(num_classes), sizes)
-    centers = rng.normal(size=(num_classes, dim))
-    points = centers[labels] + spread * rng.normal(size=(len(labels), dim))
+    points = rng.normal(size=(num_classes, dim))[labels] + spread * rng.normal(size=(len(labels), dim))
     order = rng.permutation(len(labels))
     return F.normalize(torch.from_numpy(points[order]).float(), dim=1), torch.from_numpy(labels[order])
 
 
-def pml_metrics(query, query_labels, reference=None, reference_labels=None) -> dict[str, float]:
-    calculator = AccuracyCalculator(include=tuple(PML_KEYS), k="max_bin_count", device=torch.device("cpu"))
-    result = calculator.get_accuracy(query, query_labels, reference, reference_labels, ref_includes_query=False)
-    return {ours: result[theirs] for theirs, ours in PML_KEYS.items()}
+def split_query_gallery(embeddings: torch.Tensor, labels: torch.Tensor, seed: int):
+    """In-shop-like split: about a third of every class queries, the rest (at least one item) is the gallery."""
+    is_query = torch.zeros(len(labels), dtype=torch.bool)
+    generator = torch.Generator().manual_seed(seed)
+    for label in labels.unique():
+        members = (labels == label).nonzero().squeeze(1)
+        members = members[torch.randperm(len(members), generator=generator)]
+        is_query[members[: max(1, len(members) // 3)]] = True
+    return embeddings[~is_query], labels[~is_query], embeddings[is_query], labels[is_query]
 
 
-@pytest.mark.parametrize("seed, num_classes, per_class", [(0, 12, (2, 9)), (1, 30, (2, 5)), (2, 6, (10, 40))])
-def test_leave_one_out_equals_pml(seed: int, num_classes: int, per_class: tuple[int, int]) -> None:
+def pml_metrics(query, query_labels, reference=None, reference_labels=None, include=tuple(PML_KEYS)) -> dict:
+    calculator = AccuracyCalculator(include=include, k="max_bin_count", device=torch.device("cpu"))
+    return calculator.get_accuracy(query, query_labels, reference, reference_labels)
+
+
+@pytest.mark.parametrize(
+    "seed, num_classes, per_class, chunk_size",
+    [(0, 12, (2, 9), 2048), (1, 40, (2, 6), 2048), (2, 6, (10, 40), 2048), (3, 30, (2, 8), 48)],
+)
+def test_leave_one_out_equals_pml_accuracy_calculator(seed, num_classes, per_class, chunk_size) -> None:
     embeddings, labels = clustered(seed, num_classes, per_class)
-    ours = retrieval_metrics(embeddings, labels, ks=(1,))
+    ours = retrieval_metrics(embeddings, labels, ks=(1,), chunk_size=chunk_size)
     reference = pml_metrics(embeddings, labels)
-    for key, value in reference.items():
-        assert ours[key] == pytest.approx(value, abs=1e-6), key
+    assert 0.05 < reference["mean_average_precision_at_r"] < 0.95  # a non-trivial ranking
+    for theirs, key in PML_KEYS.items():
+        assert ours[key] == pytest.approx(reference[theirs], abs=1e-6), key
 
 
-@pytest.mark.parametrize("seed", [3, 4])
-def test_query_gallery_equals_pml(seed: int) -> None:
-    gallery, gallery_labels = clustered(seed, 15, (3, 8))
-    queries, query_labels = clustered(seed + 100, 15, (1, 4))
-    # same class centres for queries and gallery: rebuild the queries around the gallery's centres
-    rng = np.random.default_rng(seed)
-    centers = torch.stack([gallery[gallery_labels == c].mean(0) for c in range(15)])
-    queries = F.normalize(centers[query_labels] + 0.3 * torch.from_numpy(rng.normal(size=queries.shape)).float(), dim=1)
-    ours = retrieval_metrics(gallery, gallery_labels, query_embeddings=queries, query_labels=query_labels, ks=(1,))
+@pytest.mark.parametrize("seed, chunk_size", [(4, 2048), (5, 2048), (6, 16)])
+def test_query_gallery_equals_pml_accuracy_calculator(seed: int, chunk_size: int) -> None:
+    gallery, gallery_labels, queries, query_labels = split_query_gallery(*clustered(seed, 25, (2, 12)), seed)
+    distractors, _ = clustered(seed + 50, 5, (3, 3))  # gallery-only classes, as in In-shop
+    gallery = torch.cat([gallery, distractors])
+    gallery_labels = torch.cat([gallery_labels, torch.arange(100, 105).repeat_interleave(3)])
+    ours = retrieval_metrics(
+        gallery, gallery_labels, query_embeddings=queries, query_labels=query_labels, ks=(1,), chunk_size=chunk_size
+    )
     reference = pml_metrics(queries, query_labels, gallery, gallery_labels)
-    for key, value in reference.items():
-        assert ours[key] == pytest.approx(value, abs=1e-6), key
+    for theirs, key in PML_KEYS.items():
+        assert ours[key] == pytest.approx(reference[theirs], abs=1e-6), key
 
 
-def brute_force_recall(embeddings: np.ndarray, labels: np.ndarray, k: int) -> float:
-    """Plain loops: for each item, sort all others by cosine similarity (ties by index) and look at the first k."""
-    normalized = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    hits = 0
-    for i in range(len(labels)):
-        others = [j for j in range(len(labels)) if j != i]
-        similarity = [float(normalized[i] @ normalized[j]) for j in others]
-        ranked = [others[r] for r in sorted(range(len(others)), key=lambda r: (-similarity[r], others[r]))]
-        hits += any(labels[j] == labels[i] for j in ranked[:k])
-    return hits / len(labels)
+def test_nmi_equals_pml_and_sklearn_on_the_same_clustering() -> None:
+    embeddings, labels = clustered(7, 10, (5, 15), spread=0.8)
+    ours = retrieval_metrics(embeddings, labels, metrics=("nmi",), distance="euclidean")
+    reference = pml_metrics(embeddings, labels, include=("NMI",))
+    assert set(ours) == {"nmi"} and 0.2 < ours["nmi"] < 1.0
+    assert ours["nmi"] == pytest.approx(reference["NMI"], abs=1e-12)  # same seeded faiss k-means as PML
 
 
-def test_recall_at_k_equals_brute_force_loop() -> None:
-    embeddings, labels = clustered(5, 8, (2, 6), spread=1.2)
-    ours = retrieval_metrics(embeddings.double(), labels, ks=(1, 2, 4, 8), dtype=torch.float64)
-    for k in (1, 2, 4, 8):
-        assert ours[f"recall@{k}"] == pytest.approx(brute_force_recall(embeddings.double().numpy(), labels.numpy(), k))
-
-
-@pytest.mark.parametrize("mode", ["leave_one_out", "query_gallery"])
-def test_chunk_size_does_not_change_results(mode: str) -> None:
-    embeddings, labels = clustered(6, 10, (2, 7))
-    # duplicated rows create exact ties that the deterministic tie-break must resolve identically in every chunking
-    embeddings = torch.cat([embeddings, embeddings[:5]])
-    labels = torch.cat([labels, labels[:5]])
-    extra = {} if mode == "leave_one_out" else {"query_embeddings": embeddings[:20], "query_labels": labels[:20]}
-    results = [
-        retrieval_metrics(embeddings, labels, chunk_size=chunk, **extra) for chunk in (1, 7, len(embeddings))
+def test_normalized_mutual_info_equals_sklearn() -> None:
+    rng = np.random.default_rng(0)
+    cases = [
+        (rng.integers(0, 5, 300), rng.integers(0, 7, 300)),
+        (rng.integers(-3, 3, 50), rng.integers(10, 12, 50)),
+        (np.array([0, 0, 1, 1, 2, 2]), np.array([5, 5, 7, 7, 9, 9])),  # same partition, other ids: 1.0
+        (np.zeros(8, int), np.zeros(8, int)),  # one group each: 1.0
+        (np.zeros(8, int), np.arange(8)),  # one side a single group: 0.0
     ]
-    assert results[0] == results[1] == results[2]
-    neighbors = [nearest_neighbors(embeddings, k=5, chunk_size=chunk) for chunk in (1, 7, len(embeddings))]
-    assert torch.equal(neighbors[0], neighbors[1]) and torch.equal(neighbors[0], neighbors[2])
+    for labels, assignments in cases:
+        assert normalized_mutual_info(labels, assignments) == pytest.approx(
+            normalized_mutual_info_score(labels, assignments), abs=1e-12
+        )
+    with pytest.raises(ValueError, match="labels has 3 items but assignments has 2"):
+        normalized_mutual_info(np.arange(3), np.arange(2))
+
+
+def brute_force_recall(queries, query_labels, gallery, gallery_labels, k: int, leave_one_out: bool) -> float:
+    """Plain loop: rank the gallery by float64 cosine similarity (ties by index) and look at the first k."""
+    queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    gallery = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
+    hits = 0
+    for i, query in enumerate(queries):
+        others = [j for j in range(len(gallery)) if not (leave_one_out and j == i)]
+        ranked = sorted(others, key=lambda j: (-float(query @ gallery[j]), j))
+        hits += any(gallery_labels[j] == query_labels[i] for j in ranked[:k])
+    return hits / len(queries)
+
+
+@pytest.mark.parametrize("leave_one_out", [True, False])
+def test_recall_at_k_equals_brute_force_loop(leave_one_out: bool) -> None:
+    embeddings, labels = clustered(8, 25, (2, 6), spread=2.0)
+    if leave_one_out:
+        gallery, gallery_labels, queries, query_labels = embeddings, labels, embeddings, labels
+        ours = retrieval_metrics(embeddings, labels, ks=(1, 2, 4, 8, 16))
+    else:
+        gallery, gallery_labels, queries, query_labels = split_query_gallery(embeddings, labels, seed=8)
+        ours = retrieval_metrics(gallery, gallery_labels, query_embeddings=queries, query_labels=query_labels,
+                                 ks=(1, 2, 4, 8, 16))
+    as_numpy = [t.double().numpy() for t in (queries, query_labels, gallery, gallery_labels)]
+    for k in (1, 2, 4, 8, 16):
+        assert ours[f"recall@{k}"] == brute_force_recall(*as_numpy, k=k, leave_one_out=leave_one_out)
+    assert ours["recall@1"] < ours["recall@16"] < 1.0
+
+
+def brute_force_neighbors(queries: np.ndarray, gallery: np.ndarray, k: int, leave_one_out: bool) -> np.ndarray:
+    """Exact float64 squared distances, sorted by (distance, gallery index), the query itself skipped."""
+    distances = ((queries[:, None, :].astype(np.float64) - gallery[None, :, :]) ** 2).sum(-1)
+    ranked = []
+    for i, row in enumerate(distances):
+        others = [j for j in range(len(gallery)) if not (leave_one_out and j == i)]
+        ranked.append(sorted(others, key=lambda j: (row[j], j))[:k])
+    return np.array(ranked)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 16, 64])
+def test_nearest_neighbors_ties_go_to_the_lower_index_in_any_chunking(chunk_size: int) -> None:
+    """Small-integer points: every distance is exact, so ties abound and the order is fully determined."""
+    points = torch.from_numpy(np.random.default_rng(9).integers(-1, 2, size=(40, 3))).float()
+    expected = brute_force_neighbors(points.numpy(), points.numpy(), k=6, leave_one_out=True)
+    found = nearest_neighbors(points, k=6, distance="euclidean", chunk_size=chunk_size)
+    assert found.tolist() == expected.tolist()
+    assert not (found == torch.arange(40)[:, None]).any()  # duplicates are neighbours, the query itself is not
+    expected = brute_force_neighbors(points[:13].numpy(), points[13:].numpy(), k=9, leave_one_out=False)
+    found = nearest_neighbors(points[:13], points[13:], k=9, distance="euclidean", chunk_size=chunk_size)
+    assert found.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("leave_one_out", [True, False])
+def test_chunk_size_does_not_change_results(leave_one_out: bool) -> None:
+    """Identical metrics and neighbours for 1x1 blocks, 7x7 blocks, 32x32 blocks (the symmetric leave-one-out
+    schedule over several blocks) and one block. Exact ties are covered by the small-integer test above; here,
+    duplicated rows tie up to BLAS rounding (which may differ in the last bit between block shapes), so they are
+    checked through the metrics, which cannot tell two copies of the same item apart."""
+    embeddings, labels = clustered(10, 8, (2, 7))
+    chunk_sizes = (1, 7, 32, len(embeddings) + 5)
+    neighbors = [nearest_neighbors(embeddings, k=5, chunk_size=chunk) for chunk in chunk_sizes]
+    assert all(torch.equal(found, neighbors[0]) for found in neighbors)
+    embeddings, labels = torch.cat([embeddings, embeddings[:5]]), torch.cat([labels, labels[:5]])
+    extra = {} if leave_one_out else {"query_embeddings": embeddings[:20], "query_labels": labels[:20]}
+    results = [retrieval_metrics(embeddings, labels, ks=(1, 2, 3), chunk_size=chunk, **extra) for chunk in chunk_sizes]
+    assert all(result == results[0] for result in results)
 
 
 def test_ideal_embeddings_give_perfect_scores() -> None:
     labels = torch.arange(5).repeat_interleave(4)
-    embeddings = F.one_hot(labels, 5).float()
-    assert retrieval_metrics(embeddings, labels, ks=(1, 3)) == {
-        "recall@1": 1.0, "recall@3": 1.0, "r_precision": 1.0, "map@r": 1.0
+    embeddings = F.one_hot(labels, 5).float() + 0.01 * torch.randn(20, 5, generator=torch.Generator().manual_seed(0))
+    perfect = {"recall@1": 1.0, "recall@3": 1.0, "r_precision": 1.0, "map@r": 1.0, "nmi": 1.0}
+    metrics = ("recall", "r_precision", "map_at_r", "nmi")
+    assert retrieval_metrics(embeddings, labels, ks=(1, 3), metrics=metrics) == pytest.approx(perfect)
+    is_query = torch.arange(20) % 4 == 0  # one query per class, three gallery items per class
+    ours = retrieval_metrics(embeddings[~is_query], labels[~is_query], query_embeddings=embeddings[is_query],
+                             query_labels=labels[is_query], ks=(1, 3), metrics=metrics)
+    assert ours == pytest.approx(perfect)
+
+
+def test_hand_computed_leave_one_out_case() -> None:
+    """Points on a line, class A at 0, 1, 2.1 and class B at 1.6, 5 (euclidean ranking):
+
+    a0 -> a1 b0 | a2 b1   R=2: hit, miss   AP = (1/1)/2 = 1/2   RP = 1/2
+    a1 -> b0 a0 | a2      R=2: miss, hit   AP = (1/2)/2 = 1/4   RP = 1/2
+    a2 -> b0 a1 | a0      R=2: miss, hit   AP = 1/4             RP = 1/2
+    b0 -> a2 | a1         R=1: miss        AP = 0               RP = 0     (recall@2 miss)
+    b1 -> a2 | b0         R=1: miss        AP = 0               RP = 0     (recall@2 hit)
+    """
+    embeddings = torch.tensor([[0.0], [1.0], [2.1], [1.6], [5.0]])
+    labels = torch.tensor([0, 0, 0, 1, 1])
+    result = retrieval_metrics(embeddings, labels, ks=(1, 2), distance="euclidean")
+    assert result == pytest.approx({"recall@1": 1 / 5, "recall@2": 4 / 5, "r_precision": 1.5 / 5, "map@r": 1 / 5})
+
+
+def test_hand_computed_query_gallery_case() -> None:
+    """Query at 0; gallery at 1 (same), 2 (other), 3 (same), 5 (same), 10 (other): R = 3, hits at ranks 1 and 3.
+
+    AP@R = (1/1 + 2/3) / 3 = 5/9, R-precision = 2/3.
+    """
+    gallery = torch.tensor([[10.0], [3.0], [1.0], [5.0], [2.0]])
+    gallery_labels = torch.tensor([1, 0, 0, 0, 1])
+    result = retrieval_metrics(gallery, gallery_labels, query_embeddings=torch.zeros(1, 1),
+                               query_labels=torch.tensor([0]), ks=(1, 2), distance="euclidean")
+    assert result == pytest.approx({"recall@1": 1.0, "recall@2": 1.0, "r_precision": 2 / 3, "map@r": 5 / 9})
+
+
+def test_inputs_numpy_torch_float64_and_metric_selection() -> None:
+    embeddings, labels = clustered(11, 10, (2, 6))
+    reference = retrieval_metrics(embeddings, labels)
+    assert list(reference) == ["recall@1", "recall@2", "recall@4", "recall@8", "r_precision", "map@r"]
+    assert retrieval_metrics(embeddings.numpy(), labels.numpy().astype(np.int32)) == reference
+    assert retrieval_metrics(embeddings.double(), labels, dtype=torch.float64) == pytest.approx(reference, abs=1e-12)
+    assert retrieval_metrics(embeddings, labels, metrics=("map_at_r",)) == {"map@r": reference["map@r"]}
+    assert retrieval_metrics(embeddings, labels, ks=(4, 1), metrics=("recall",)) == {
+        "recall@4": reference["recall@4"], "recall@1": reference["recall@1"]
     }
 
 
-def test_hand_computed_map_at_r() -> None:
-    """Query 0 (class 0, R = 2) ranks: item 2 (class 1), item 1 (class 0), item 3 (class 0) on a line.
-
-    AP@R(q0) = (1/2) * (precision@2 for the hit at rank 2) = 0.25; R-precision(q0) = 1/2.
-    """
-    embeddings = torch.tensor([[0.0], [2.0], [1.0], [3.0], [10.0], [11.0]])
-    labels = torch.tensor([0, 0, 1, 0, 1, 1])
-    result = retrieval_metrics(embeddings, labels, ks=(1,), distance="euclidean")
-
-    def ap_and_rp(q: int) -> tuple[float, float]:
-        others = [j for j in range(6) if j != q]
-        ranked = sorted(others, key=lambda j: ((embeddings[q, 0] - embeddings[j, 0]).item() ** 2, j))
-        r = int((labels == labels[q]).sum()) - 1
-        hits = [labels[j] == labels[q] for j in ranked[:r]]
-        ap = sum(sum(hits[: i + 1]) / (i + 1) for i, h in enumerate(hits) if h) / r
-        return float(ap), sum(hits) / r
-
-    expected = [ap_and_rp(q) for q in range(6)]
-    assert expected[0] == (0.25, 0.5)
-    assert result["map@r"] == pytest.approx(np.mean([e[0] for e in expected]))
-    assert result["r_precision"] == pytest.approx(np.mean([e[1] for e in expected]))
+def _errors_case_data():
+    embeddings, labels = clustered(12, 4, (3, 3))  # 12 items, 4 classes of 3
+    return embeddings, labels
 
 
-def test_nmi_matches_sklearn_and_separated_clusters() -> None:
-    from sklearn.metrics import normalized_mutual_info_score
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda e, y: retrieval_metrics(e, y[:11]), ValueError, "labels has 11 entries but embeddings has 12 rows"),
+        (lambda e, y: retrieval_metrics(e[:, 0], y), ValueError, r"embeddings must be 2-D \(N, D\), got shape \(12,\)"),
+        (lambda e, y: retrieval_metrics(e, y[:, None]), ValueError, "labels must be 1-D"),
+        (lambda e, y: retrieval_metrics(e.tolist(), y), TypeError, "embeddings must be a torch.Tensor or numpy"),
+        (lambda e, y: retrieval_metrics(e, y.float()), TypeError, r"integer class ids.*\.long\(\)"),
+        (lambda e, y: retrieval_metrics(torch.cat([e, e[:2]]), torch.cat([y, torch.tensor([7, 9])])), ValueError,
+         r"2 class\(es\) with a single sample \(first: \[7, 9\]\)"),
+        (lambda e, y: retrieval_metrics(e, y, ks=(1, 12)), ValueError, "ks contains 12 but each query only has 11"),
+        (lambda e, y: retrieval_metrics(e[3:], y[3:], query_embeddings=e[:3], query_labels=y[:3], ks=(10,)),
+         ValueError, "ks contains 10 but each query only has 9 gallery items"),
+        (lambda e, y: retrieval_metrics(e, y, ks=()), TypeError, "non-empty sequence of positive ints"),
+        (lambda e, y: retrieval_metrics(e, y, ks=4), TypeError, "non-empty sequence of positive ints"),
+        (lambda e, y: retrieval_metrics(e, y, ks=(0, 1)), ValueError, "positive ints"),
+        (lambda e, y: retrieval_metrics(e, y, metrics=("precision",)), ValueError, "metrics: unknown name 'precision'"),
+        (lambda e, y: retrieval_metrics(e, y, metrics="recall"), TypeError, "non-empty tuple of names"),
+        (lambda e, y: retrieval_metrics(e, y, distance="manhattan"), ValueError, "distance: unknown name"),
+        (lambda e, y: retrieval_metrics(e, y, chunk_size=0), ValueError, "chunk_size must be a positive int"),
+        (lambda e, y: retrieval_metrics(e, y, dtype=torch.float16), ValueError, "dtype must be torch.float32"),
+        (lambda e, y: retrieval_metrics(e, y, query_embeddings=e), ValueError, "without query_labels"),
+        (lambda e, y: retrieval_metrics(e, y, query_labels=y), ValueError, "without query_embeddings"),
+        (lambda e, y: retrieval_metrics(e, y, query_embeddings=e[:, :8], query_labels=y), ValueError,
+         "query_embeddings has dimension 8 but embeddings"),
+        (lambda e, y: retrieval_metrics(e, y, query_embeddings=e[:3], query_labels=torch.tensor([0, 5, 6])),
+         ValueError, r"query_labels has 2 label\(s\) absent from the gallery labels \(first: \[5, 6\]\)"),
+        (lambda e, y: nearest_neighbors(e, k=12), ValueError, "k contains 12 but each query only has 11"),
+    ],
+)
+def test_bad_input_raises_clear_errors(call, error, message) -> None:
+    embeddings, labels = _errors_case_data()
+    with pytest.raises(error, match=message):
+        call(embeddings, labels)
 
-    rng = np.random.default_rng(0)
-    a, b = rng.integers(0, 5, 200), rng.integers(0, 7, 200)
-    assert normalized_mutual_info(a, b) == pytest.approx(normalized_mutual_info_score(a, b), abs=1e-12)
-    labels = torch.arange(4).repeat_interleave(10)
-    embeddings = F.one_hot(labels, 4).float() + 0.01 * torch.randn(40, 4)
-    assert retrieval_metrics(embeddings, labels, metrics=("nmi",))["nmi"] == pytest.approx(1.0)
 
-
-def test_bad_input_raises_clear_errors() -> None:
-    embeddings, labels = clustered(7, 4, (3, 3))
-    with pytest.raises(ValueError, match="labels has 11 entries but embeddings has 12 rows"):
-        retrieval_metrics(embeddings, labels[:11])
-    bad = embeddings.clone()
-    bad[3, 0] = float("nan")
-    with pytest.raises(ValueError, match="1 row"):
-        retrieval_metrics(bad, labels)
-    with pytest.raises(ValueError, match="single sample"):
-        retrieval_metrics(torch.cat([embeddings, embeddings[:1]]), torch.cat([labels, torch.tensor([99])]))
-    with pytest.raises(ValueError, match="ks contains 20"):
-        retrieval_metrics(embeddings, labels, ks=(1, 20))
-    with pytest.raises(ValueError, match="distance"):
-        retrieval_metrics(embeddings, labels, distance="manhattan")
-    with pytest.raises(ValueError, match="metrics"):
-        retrieval_metrics(embeddings, labels, metrics=("precision",))
-    with pytest.raises(ValueError, match="query_labels"):
-        retrieval_metrics(embeddings, labels, query_embeddings=embeddings)
+def test_non_finite_embeddings_are_reported_with_row_count() -> None:
+    embeddings, labels = _errors_case_data()
+    embeddings[3, 0], embeddings[7, 2] = float("nan"), float("inf")
+    with pytest.raises(ValueError, match=r"embeddings has 2 row\(s\) with NaN/inf .*first rows: \[3, 7\]"):
+        retrieval_metrics(embeddings, labels)
+    huge = torch.full((12, 4), 1e30)  # finite, but its squared norm overflows float32
+    with pytest.raises(ValueError, match="12 row"):
+        retrieval_metrics(huge, labels, distance="euclidean")

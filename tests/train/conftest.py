@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from train_fixtures import write_tiny_dataset
 
 

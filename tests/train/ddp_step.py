@@ -24,7 +24,7 @@ from gsp_hub.train.callbacks import PrototypeInitCallback
 from gsp_hub.train.loop import EmbeddingsAndAttributes, compute_loss, create_loss_module, create_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_fixtures import TINY_MODEL  # noqa: E402
+from train_fixtures import TINY_MODEL
 
 
 def main(output_dir: Path, losses: list[str]) -> None:
@@ -36,7 +36,8 @@ def main(output_dir: Path, losses: list[str]) -> None:
     local = slice(rank * 16 // world, (rank + 1) * 16 // world)
     results: dict[str, torch.Tensor] = {}
     for loss_name in losses:
-        config = TrainConfig(**TINY_MODEL, loss=loss_name, loss_kwargs={"memory_size": 48} if loss_name == "xbm" else {})
+        loss_kwargs = {"memory_size": 48} if loss_name == "xbm" else {}
+        config = TrainConfig(**TINY_MODEL, loss=loss_name, loss_kwargs=loss_kwargs)
         set_seed(0)
         model = create_model(config)
         loss_fn = create_loss_module(config, 4, model)

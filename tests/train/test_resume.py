@@ -6,9 +6,9 @@ from pathlib import Path
 
 import safetensors.torch
 import torch
+from train_fixtures import tiny_config
 
 from gsp_hub.train import TrainConfig, train
-from train_fixtures import tiny_config
 
 
 def final_checkpoint(output: Path) -> Path:
@@ -19,7 +19,8 @@ def final_checkpoint(output: Path) -> Path:
 def load_all(checkpoint: Path) -> dict[str, torch.Tensor]:
     """Model weights, the gsp_hub state (ZSR class embeddings, XBM memory, ...) and the AdamW moments."""
     tensors = safetensors.torch.load_file(str(checkpoint / "model.safetensors"))
-    tensors.update({f"state/{k}": v for k, v in safetensors.torch.load_file(str(checkpoint / "gsp_hub_state.safetensors")).items()})
+    state = safetensors.torch.load_file(str(checkpoint / "gsp_hub_state.safetensors"))
+    tensors.update({f"state/{key}": value for key, value in state.items()})
     optimizer = torch.load(checkpoint / "optimizer.bin", weights_only=True)
     for index, state in optimizer["state"].items():
         for name, value in state.items():
@@ -43,7 +44,8 @@ def test_stop_and_resume_mid_epoch_is_bit_exact(tmp_path, tiny_dataset):
     second = train(resumed)
     assert second["steps"] == 8 and second["epochs"] == 1.6
 
-    expected, result = load_all(final_checkpoint(tmp_path / "straight")), load_all(final_checkpoint(tmp_path / "resumed"))
+    expected = load_all(final_checkpoint(tmp_path / "straight"))
+    result = load_all(final_checkpoint(tmp_path / "resumed"))
     assert expected.keys() == result.keys()
     assert "state/loss/regularizer.class_embeddings" in expected and "state/loss/base_loss.embedding_memory" in expected
     for key in expected:

@@ -11,8 +11,8 @@ import pytest
 import safetensors.torch
 import torch
 import yaml
-
 from train_fixtures import tiny_config
+
 from gsp_hub.hub import from_pretrained
 from gsp_hub.layers import GSP
 from gsp_hub.train import TrainConfig, train
@@ -22,7 +22,7 @@ from gsp_hub.train.loop import learning_rate_factor
 
 
 def farthest_points(memory: torch.Tensor, k: int) -> torch.Tensor:
-    """Brute-force reference of the GSP init: seeds = first k rows (unit ball), k farthest-point picks among the rest."""
+    """Brute-force GSP init: seeds = the first k rows (in the unit ball), k farthest-point picks among the rest."""
     rows = memory.double() / memory.double().norm(dim=1, keepdim=True).clamp(min=1)
     chosen = [rows[i] for i in range(k)]
     candidates = rows[k:]

@@ -36,7 +36,8 @@ def reference_zsr(attributes, labels, class_embeddings, ridge=0.05, scale=9.5, m
 
 def batch(num_classes=6, per_class=3, prototypes=8, seed=0, dtype=torch.float64):
     generator = torch.Generator().manual_seed(seed)
-    labels = torch.arange(num_classes).repeat_interleave(per_class)[torch.randperm(num_classes * per_class, generator=generator)]
+    order = torch.randperm(num_classes * per_class, generator=generator)
+    labels = torch.arange(num_classes).repeat_interleave(per_class)[order]
     attributes = torch.softmax(3 * torch.randn(len(labels), prototypes, generator=generator, dtype=dtype), dim=1)
     return attributes, labels
 
@@ -76,8 +77,8 @@ def test_zsr_hand_computed_toy():
     zsr = ZeroShotRegularizer(2, 2, ridge=1.0, scale=1.0).double()
     with torch.no_grad():
         zsr.class_embeddings.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
-    # Half {0,1}: A=[[1,0],[1,0]], Y=[[1,0],[1,0]] -> W = (AᵀA+I)⁻¹AᵀY = [[2/3,0],[0,0]]; it predicts class-1 rows
-    # a=[0,1] -> 0. Symmetrically class-0 rows are predicted 0 too: all logits 0, CE = log 2.
+    # Half {0,1}: A=[[1,0],[1,0]], Y=[[1,0],[1,0]] -> W = (AᵀA+I)⁻¹AᵀY = [[2/3,0],[0,0]];
+    # it predicts class-1 rows a=[0,1] -> 0. Symmetrically class-0 rows are predicted 0 too: all logits 0, CE = log 2.
     assert zsr(attributes, labels).item() == pytest.approx(math.log(2.0), abs=1e-12)
     # Shared prototype mass transfers: rows [0.5, 0.5] of both classes get the same prediction.
     mixed = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0], [0.5, 0.5]], dtype=torch.float64)

@@ -47,9 +47,10 @@ def pml_metrics(query, query_labels, reference=None, reference_labels=None, incl
     "seed, num_classes, per_class, chunk_size",
     [(0, 12, (2, 9), 2048), (1, 40, (2, 6), 2048), (2, 6, (10, 40), 2048), (3, 30, (2, 8), 48)],
 )
-def test_leave_one_out_equals_pml_accuracy_calculator(seed, num_classes, per_class, chunk_size) -> None:
+@pytest.mark.parametrize("bf16_screening", [False, True])
+def test_leave_one_out_equals_pml_accuracy_calculator(seed, num_classes, per_class, chunk_size, bf16_screening) -> None:
     embeddings, labels = clustered(seed, num_classes, per_class)
-    ours = retrieval_metrics(embeddings, labels, ks=(1,), chunk_size=chunk_size)
+    ours = retrieval_metrics(embeddings, labels, ks=(1,), chunk_size=chunk_size, bf16_screening=bf16_screening)
     reference = pml_metrics(embeddings, labels)
     assert 0.05 < reference["mean_average_precision_at_r"] < 0.95  # a non-trivial ranking
     for theirs, key in PML_KEYS.items():
@@ -57,13 +58,15 @@ def test_leave_one_out_equals_pml_accuracy_calculator(seed, num_classes, per_cla
 
 
 @pytest.mark.parametrize("seed, chunk_size", [(4, 2048), (5, 2048), (6, 16)])
-def test_query_gallery_equals_pml_accuracy_calculator(seed: int, chunk_size: int) -> None:
+@pytest.mark.parametrize("bf16_screening", [False, True])
+def test_query_gallery_equals_pml_accuracy_calculator(seed: int, chunk_size: int, bf16_screening: bool) -> None:
     gallery, gallery_labels, queries, query_labels = split_query_gallery(*clustered(seed, 25, (2, 12)), seed)
     distractors, _ = clustered(seed + 50, 5, (3, 3))  # gallery-only classes, as in In-shop
     gallery = torch.cat([gallery, distractors])
     gallery_labels = torch.cat([gallery_labels, torch.arange(100, 105).repeat_interleave(3)])
     ours = retrieval_metrics(
-        gallery, gallery_labels, query_embeddings=queries, query_labels=query_labels, ks=(1,), chunk_size=chunk_size
+        gallery, gallery_labels, query_embeddings=queries, query_labels=query_labels, ks=(1,), chunk_size=chunk_size,
+        bf16_screening=bf16_screening,
     )
     reference = pml_metrics(queries, query_labels, gallery, gallery_labels)
     for theirs, key in PML_KEYS.items():

@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gsp_hub.train.commands",
     "gsp_hub.index.commands",
     "gsp_hub.train.distill_commands",
+    "gsp_hub.viz.commands",
 )
 
 

@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from gsp_hub.viz.png import save_png
+
 __all__ = ["plot_training_curves"]
 
 
@@ -18,7 +20,6 @@ def plot_training_curves(history: Sequence[Mapping[str, float]], path: str | os.
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
     figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(10, 4))
     with_loss = [row for row in history if row.get("train_loss") is not None]
     loss_axis.plot([row["epoch"] for row in with_loss], [row["train_loss"] for row in with_loss], "o-")
@@ -33,9 +34,7 @@ def plot_training_curves(history: Sequence[Mapping[str, float]], path: str | os.
     for axis in (loss_axis, metric_axis):
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    figure.savefig(temp, dpi=100)
-    plt.close(figure)
-    os.replace(temp, path)
-    return path
+    try:
+        return save_png(figure, path)
+    finally:
+        plt.close(figure)

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
+from datasets import Dataset
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -85,16 +86,24 @@ def cache_features(args: argparse.Namespace, part: str, image_size: int) -> Path
         split = dataset["valid"]
         rows = np.flatnonzero(np.asarray(split["label"]) >= NUM_TRAIN_CLASSES)
     folder = cache_dir_of(args, image_size) / (f"train_seed{args.seed}" if part == "train" else "test")
+    return cache_maps(split, rows, folder, image_size, args.backbone_weights, f"cache {part} {image_size}px")
+
+
+def cache_maps(split: Dataset, rows: np.ndarray, folder: Path, image_size: int, backbone_weights: str | None,
+               description: str = "cache") -> Path:
+    """Frozen ImageNet EfficientNet-Lite0 maps of ``split[rows]`` (images resized to ``image_size``, bicubic, mean =
+    std = 0.5) -> ``folder/chunk_XXXX.safetensors`` of ``CHUNK_SIZE`` rows each: features (B, H*W, 1280) fp16, labels
+    (B,), rows (B,). Written atomically; existing chunks are kept (an interrupted run resumes)."""
     folder.mkdir(parents=True, exist_ok=True)
     model = load_efficientnet_lite0_imagenet(
-        timm.create_model("gap_tf_efficientnet_lite0", embed_dim=0), args.backbone_weights
+        timm.create_model("gap_tf_efficientnet_lite0", embed_dim=0), backbone_weights
     ).eval().to(memory_format=torch.channels_last)
     transform = create_image_transforms(
         input_size=image_size, mean=LITE0_MEAN, std=LITE0_STD, interpolation="bicubic", crop_pct=1.0
     ).eval
     images = split.cast_column("image", type(split.features["image"])(decode=False))
     chunks = range(math.ceil(len(rows) / CHUNK_SIZE))
-    for chunk in tqdm(chunks, desc=f"cache {part} {image_size}px", unit="chunk"):
+    for chunk in tqdm(chunks, desc=description, unit="chunk"):
         target = folder / f"chunk_{chunk:04d}.safetensors"
         if target.exists():
             continue
@@ -229,9 +238,12 @@ def init_prototypes(model: torch.nn.Module, train: FeatureSplit, generator: torc
 
 
 def train_head(
-    recipe: HeadRecipe, backbone_weights: str | None, train: FeatureSplit, val: FeatureSplit, test: FeatureSplit
+    recipe: HeadRecipe, backbone_weights: str | None, train: FeatureSplit, val: FeatureSplit | None,
+    test: FeatureSplit,
 ) -> tuple[torch.nn.Module, list[dict[str, float]], dict[str, float]]:
-    """Train the head on cached maps; returns (model at the best validation MAP@R, history, its history row)."""
+    """Train the head on cached maps; returns (model at the best validation MAP@R, history, its history row).
+
+    ``val=None``: no model selection, the model and row of the last epoch are returned."""
     torch.manual_seed(recipe.seed)
     generator = torch.Generator().manual_seed(recipe.seed)
     model = build_model(recipe, backbone_weights)
@@ -256,7 +268,7 @@ def train_head(
         labels.numpy(), m=recipe.images_per_class,
         batch_size=recipe.images_per_class * recipe.classes_per_batch, seed=recipe.seed,
     )
-    history = [{"epoch": 0, **{f"val_{k}": v for k, v in evaluate(model, val).items()}, **evaluate(model, test)}]
+    history = [{"epoch": 0, **_val_metrics(model, val), **evaluate(model, test)}]
     best_row, best_state = history[0], {k: v.clone() for k, v in model.state_dict().items()}
     for epoch in range(1, recipe.epochs + 1):
         sampler.set_epoch(epoch)
@@ -273,16 +285,22 @@ def train_head(
         model.eval()
         row = {
             "epoch": epoch, "train_loss": float(np.mean(losses)),
-            **{f"val_{k}": v for k, v in evaluate(model, val).items()}, **evaluate(model, test),
+            **_val_metrics(model, val), **evaluate(model, test),
         }
         history.append(row)
-        print(f"[{recipe.pool}] epoch {epoch}: loss {row['train_loss']:.4f}  val MAP@R {row['val_map@r']:.4f}  "
+        val_text = f"val MAP@R {row['val_map@r']:.4f}  " if val is not None else ""
+        print(f"[{recipe.pool}] epoch {epoch}: loss {row['train_loss']:.4f}  {val_text}"
               f"test R@1 {row['recall@1']:.4f} MAP@R {row['map@r']:.4f}"
               + (f"  eff.loc {row['effective_locations']:.1f}" if "effective_locations" in row else ""), flush=True)
-        if row["val_map@r"] > best_row["val_map@r"]:
+        if val is None or row["val_map@r"] > best_row["val_map@r"]:
             best_row, best_state = row, {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     return model, history, best_row
+
+
+def _val_metrics(model: torch.nn.Module, val: FeatureSplit | None) -> dict[str, float]:
+    """``evaluate`` on the validation split with ``val_``-prefixed keys; {} without one."""
+    return {f"val_{k}": v for k, v in evaluate(model, val).items()} if val is not None else {}
 
 
 def split_features(args: argparse.Namespace) -> tuple[FeatureSplit, FeatureSplit, FeatureSplit]:

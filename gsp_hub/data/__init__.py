@@ -12,6 +12,15 @@ The data flow of a run::
 ``source=None`` is the Fashion-MNIST subset shipped in the package (:mod:`gsp_hub.data.embedded`).
 """
 
+from gsp_hub.data.collage import (
+    COLLAGE_BACKGROUND_CLASSES,
+    COLLAGE_GRID,
+    COLLAGE_SPLITS,
+    COLLAGE_TILE_SIZE,
+    CollageSplit,
+    build_tin_collage,
+    collage_location_cells,
+)
 from gsp_hub.data.embedded import (
     EMBEDDED_DATASET_NAME,
     FASHION_MNIST_CLASSES,
@@ -31,6 +40,7 @@ from gsp_hub.data.sampler import MPerClassBatchSampler
 from gsp_hub.data.splits import SPLIT_PROTOCOLS, DatasetSplits, make_splits, own_splits, zero_shot_split
 from gsp_hub.data.transforms import (
     BatchTransform,
+    ImageConfigOptions,
     ImageTransform,
     ImageTransforms,
     collate_image_batch,
@@ -40,6 +50,10 @@ from gsp_hub.data.transforms import (
 )
 
 __all__ = [
+    "COLLAGE_BACKGROUND_CLASSES",
+    "COLLAGE_GRID",
+    "COLLAGE_SPLITS",
+    "COLLAGE_TILE_SIZE",
     "EMBEDDED_DATASET_NAME",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_SUBSET_PATH",
@@ -49,10 +63,14 @@ __all__ = [
     "LABEL_COLUMN_NAMES",
     "SPLIT_PROTOCOLS",
     "BatchTransform",
+    "CollageSplit",
     "DatasetSplits",
+    "ImageConfigOptions",
     "ImageTransform",
     "ImageTransforms",
     "MPerClassBatchSampler",
+    "build_tin_collage",
+    "collage_location_cells",
     "collate_image_batch",
     "create_image_transforms",
     "decode_image",

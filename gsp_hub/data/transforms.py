@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import PIL.Image
 import timm.data
@@ -27,6 +27,7 @@ from gsp_hub.data.loading import IMAGE_COLUMN, LABEL_COLUMN, decode_image
 
 __all__ = [
     "BatchTransform",
+    "ImageConfigOptions",
     "ImageTransform",
     "ImageTransforms",
     "collate_image_batch",
@@ -47,49 +48,55 @@ class ImageTransforms:
     data_config: dict[str, Any]
 
 
-def resolve_image_config(
-    model: torch.nn.Module | None = None,
-    *,
-    input_size: int | Sequence[int] | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    interpolation: str | None = None,
-    crop_pct: float | None = None,
-) -> dict[str, Any]:
+class ImageConfigOptions(TypedDict, total=False):
+    """Overrides of a model's timm data config (the keyword arguments of :func:`resolve_image_config`); ``None``
+    keeps the model's value. ``input_size`` is ``S`` (square), ``(H, W)`` or ``(3, H, W)``."""
+
+    input_size: int | Sequence[int] | None
+    mean: Sequence[float] | None
+    std: Sequence[float] | None
+    interpolation: str | None
+    crop_pct: float | None
+
+
+_CONFIG_OPTIONS: frozenset[str] = ImageConfigOptions.__optional_keys__
+
+
+def resolve_image_config(model: torch.nn.Module | None = None, **options: Unpack[ImageConfigOptions]
+                         ) -> dict[str, Any]:
     """timm data config (``input_size (3,H,W)``, ``interpolation``, ``mean``, ``std``, ``crop_pct``, ``crop_mode``).
 
-    Taken from ``model.pretrained_cfg`` (timm's ``resolve_data_config``); the keyword arguments override it.
-    ``input_size`` is ``S`` (square), ``(H, W)`` or ``(3, H, W)``. Without a model: timm's ImageNet defaults.
+    Taken from ``model.pretrained_cfg`` (timm's ``resolve_data_config``); the :class:`ImageConfigOptions` override
+    it. Without a model: timm's ImageNet defaults.
     """
+    unknown = sorted(set(options) - _CONFIG_OPTIONS)
+    if unknown:
+        raise TypeError(f"resolve_image_config() got unexpected keyword arguments {unknown}; it takes "
+                        f"{sorted(_CONFIG_OPTIONS)}.")
     overrides: dict[str, Any] = {"in_chans": 3}  # images are always decoded as RGB
-    if input_size is not None:
-        overrides["input_size"] = _input_size(input_size)
-    for key, value in (("mean", mean), ("std", std), ("interpolation", interpolation), ("crop_pct", crop_pct)):
+    for key, value in options.items():
+        if key == "input_size" and value is not None:
+            value = _input_size(value)
+        elif key in ("mean", "std") and value is not None:
+            value = tuple(value)
         if value is not None:
-            overrides[key] = tuple(value) if key in ("mean", "std") else value
+            overrides[key] = value
     return timm.data.resolve_data_config(overrides, model=model)
 
 
-def create_image_transforms(
-    model: torch.nn.Module | None = None,
-    *,
-    input_size: int | Sequence[int] | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    interpolation: str | None = None,
-    crop_pct: float | None = None,
-    **train_options: Any,
-) -> ImageTransforms:
+def create_image_transforms(model: torch.nn.Module | None = None, **options: Any) -> ImageTransforms:
     """timm ``create_transform`` for training (``is_training=True``) and evaluation, from one data config.
 
-    ``train_options`` go to the training transform only (timm names: ``scale``, ``ratio``, ``hflip``,
-    ``color_jitter``, ``auto_augment``, ``re_prob``, ...). timm's training default is RandomResizedCrop with
-    scale (0.08, 1), horizontal flip and colour jitter 0.4; evaluation resizes to ``size / crop_pct`` and crops.
+    ``options`` named in :class:`ImageConfigOptions` (``input_size``, ``mean``, ``std``, ``interpolation``,
+    ``crop_pct``) go to :func:`resolve_image_config`; the others to the training transform only (timm names:
+    ``scale``, ``ratio``, ``hflip``, ``color_jitter``, ``auto_augment``, ``re_prob``, ...). timm's training default
+    is RandomResizedCrop with scale (0.08, 1), horizontal flip and colour jitter 0.4; evaluation resizes to
+    ``size / crop_pct`` and crops.
     """
-    config = resolve_image_config(model, input_size=input_size, mean=mean, std=std, interpolation=interpolation,
-                                  crop_pct=crop_pct)
+    config_options = {key: options.pop(key) for key in _CONFIG_OPTIONS & options.keys()}
+    config = resolve_image_config(model, **config_options)
     return ImageTransforms(
-        train=timm.data.create_transform(**config, is_training=True, **train_options),
+        train=timm.data.create_transform(**config, is_training=True, **options),
         eval=timm.data.create_transform(**config, is_training=False),
         data_config=config,
     )

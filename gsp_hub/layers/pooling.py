@@ -7,40 +7,33 @@ Adding a pooling is one module decorated with ``@register_pool("name")`` whose c
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
+
+from gsp_hub.registry import Registry
 
 __all__ = ["AvgPool", "GeM", "MaxPool", "create_pool", "list_pools", "register_pool", "to_tokens"]
 
 PoolFactory = TypeVar("PoolFactory", bound=Callable[..., nn.Module])
 
-_POOLS: dict[str, Callable[..., nn.Module]] = {}
+_POOLS: Registry[nn.Module] = Registry("pool")
 
 
 def register_pool(name: str) -> Callable[[PoolFactory], PoolFactory]:
     """Class decorator adding a pool to the registry under ``name`` (constructor signature ``(dim, **kwargs)``)."""
-
-    def decorator(factory: PoolFactory) -> PoolFactory:
-        if name in _POOLS:
-            raise ValueError(f"a pool named {name!r} is already registered ({_POOLS[name]!r}); choose another name.")
-        _POOLS[name] = factory
-        return factory
-
-    return decorator
+    return _POOLS.register(name)
 
 
 def list_pools() -> list[str]:
     """Sorted names accepted by :func:`create_pool`."""
-    return sorted(_POOLS)
+    return _POOLS.names()
 
 
-def create_pool(name: str, dim: int, **kwargs) -> nn.Module:
+def create_pool(name: str, dim: int, **kwargs: Any) -> nn.Module:
     """Build the pool registered as ``name`` for features of width ``dim``; ``kwargs`` go to its constructor."""
-    if name not in _POOLS:
-        raise ValueError(f"unknown pool {name!r}; available pools: {', '.join(list_pools())}.")
-    return _POOLS[name](dim, **kwargs)
+    return _POOLS.get(name)(dim, **kwargs)
 
 
 def to_tokens(x: Tensor, dim: int) -> Tensor:

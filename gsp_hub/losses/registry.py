@@ -16,33 +16,28 @@ Keyword arguments of :func:`create_loss` override the defaults above. Adding a l
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from pytorch_metric_learning import distances, losses, reducers
 from torch import Tensor, nn
 
+from gsp_hub.registry import Registry
+
 __all__ = ["XBM", "SumPerAnchorReducer", "create_loss", "list_losses", "register_loss"]
 
-LossFactory = Callable[..., nn.Module]
+LossFactory = TypeVar("LossFactory", bound=Callable[..., nn.Module])
 
-_LOSSES: dict[str, LossFactory] = {}
+_LOSSES: Registry[nn.Module] = Registry("loss", plural="losses")
 
 
 def register_loss(name: str) -> Callable[[LossFactory], LossFactory]:
     """Decorator adding a loss factory ``(num_classes, embed_dim, **kwargs) -> nn.Module`` under ``name``."""
-
-    def decorator(factory: LossFactory) -> LossFactory:
-        if name in _LOSSES:
-            raise ValueError(f"a loss named {name!r} is already registered; choose another name.")
-        _LOSSES[name] = factory
-        return factory
-
-    return decorator
+    return _LOSSES.register(name)
 
 
 def list_losses() -> list[str]:
     """Sorted names accepted by :func:`create_loss`."""
-    return sorted(_LOSSES)
+    return _LOSSES.names()
 
 
 def create_loss(name: str, *, num_classes: int, embed_dim: int, **kwargs: Any) -> nn.Module:
@@ -52,10 +47,9 @@ def create_loss(name: str, *, num_classes: int, embed_dim: int, **kwargs: Any) -
     ``kwargs`` override the loss's defaults (e.g. ``create_loss('ms', ..., alpha=1.0)``). Pass fp32 embeddings: PML
     casts the parameters of proxy losses to the input dtype permanently.
     """
-    if name not in _LOSSES:
-        raise ValueError(f"unknown loss {name!r}; available losses: {', '.join(list_losses())}.")
+    factory = _LOSSES.get(name)
     try:
-        return _LOSSES[name](num_classes, embed_dim, **kwargs)
+        return factory(num_classes, embed_dim, **kwargs)
     except TypeError as error:
         raise ValueError(f"loss {name!r} does not accept the keyword arguments {sorted(kwargs)}: {error}") from error
 

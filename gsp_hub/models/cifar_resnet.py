@@ -43,6 +43,12 @@ from torch import nn
 __all__ = ["CifarBasicBlock", "CifarResNet", "load_cifar10_weights"]
 
 
+def _make_global_pool(pool_type: str) -> SelectAdaptivePool2d:
+    """timm's head pooling of type ``pool_type``, flattened to (B, C); ``''`` passes the map through unflattened (as
+    timm's own models do after ``reset_classifier(0, '')``)."""
+    return SelectAdaptivePool2d(pool_type=pool_type, flatten=bool(pool_type))
+
+
 class CifarBasicBlock(nn.Module):
     """Two 3x3 conv-BN layers plus an option-A shortcut: (B, in_chs, H, W) -> (B, out_chs, H/stride, W/stride)."""
 
@@ -118,7 +124,7 @@ class CifarResNet(nn.Module):
             in_chs, reduction = out_chs, reduction * stride
             self.feature_info.append(dict(num_chs=out_chs, reduction=reduction, module=f"layer{index}"))
         self.num_features = self.head_hidden_size = in_chs
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.global_pool = _make_global_pool(global_pool)
         self.linear = self._make_classifier(num_classes)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
@@ -143,7 +149,7 @@ class CifarResNet(nn.Module):
         """Replace the classifier (0 removes it) and optionally the pooling type."""
         self.num_classes = num_classes
         if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+            self.global_pool = _make_global_pool(global_pool)
         self.linear = self._make_classifier(num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -152,7 +158,8 @@ class CifarResNet(nn.Module):
         return self.layer3(self.layer2(self.layer1(x)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Map (B, num_features, h, w) -> pooled features (B, num_features) or logits (B, num_classes)."""
+        """Map (B, num_features, h, w) -> pooled features (B, num_features) or logits (B, num_classes); with
+        ``global_pool=''`` the map itself (B, num_features, h, w) for ``pre_logits``."""
         x = self.global_pool(x)
         if self.drop_rate > 0.0:
             x = F.dropout(x, p=self.drop_rate, training=self.training)

@@ -26,8 +26,9 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import timm
@@ -69,7 +70,6 @@ from gsp_hub.train.loop import (
     CHECKPOINTS_DIR_NAME,
     Trainer,
     create_accelerator,
-    learning_rate_factor,
     prepare_output_dir,
     tensorboard_hparams,
 )
@@ -212,8 +212,9 @@ def _epoch_batches(num_rows: int, batch_size: int, *, seed: int, epoch: int, num
 class Distiller(Trainer):
     """One distillation run from a :class:`DistillConfig`.
 
-    Shares :class:`~gsp_hub.train.loop.Trainer`'s schedule (``run``, ``save_checkpoint``, resume, ``summary``)
-    and builds its own parts: data, teacher, student, targets, loss, optimizer.
+    Shares :class:`~gsp_hub.train.loop.Trainer`'s schedule (``run``, ``save_checkpoint``, resume, ``summary``),
+    step bookkeeping (``optimizer_step``, ``end_batch``, ``end_epoch``) and ``evaluate_and_record`` (by top-1), and
+    builds its own parts: data, teacher, student, targets, loss, optimizer.
     """
 
     def __init__(self, config: DistillConfig) -> None:
@@ -324,27 +325,15 @@ class Distiller(Trainer):
         logger.info("teacher %s: top-1 %.4f on the test split", self.config.teacher, top1)
         return {"top1": top1}
 
-    def evaluate_and_record(self) -> dict[str, float]:
-        state = self.state
-        metrics = {"top1": self._top1(self.network)}
-        row: dict[str, Any] = {
-            "epoch": round(state.epoch + state.batch_in_epoch / self.batches_per_epoch, 4),
-            "step": state.step,
-            "train_loss": state.loss_sum / state.loss_count if state.loss_count else None,
-            **metrics,
-        }
-        state.history.append(row)
-        state.loss_sum, state.loss_count = 0.0, 0
-        if state.step == 0 and state.initial is None:
-            state.initial = row
-        self.accelerator.log({"test/top1": metrics["top1"]}, step=state.step)
-        logger.info("step %d (epoch %.2f): top-1 %.4f", state.step, row["epoch"], metrics["top1"])
-        if state.step > 0 and (state.best is None or metrics["top1"] > state.best["top1"]):
-            state.best = row
-            if self.accelerator.is_main_process:
-                self.export_best(metrics)
-        self.accelerator.wait_for_everyone()
-        return metrics
+    best_metric: ClassVar[str] = "top1"
+
+    def compute_metrics(self) -> dict[str, float]:
+        """The student's top-1 accuracy on the test split."""
+        return {"top1": self._top1(self.network)}
+
+    def describe_metrics(self, metrics: dict[str, float]) -> str:
+        """The top-1 accuracy as a log-line fragment."""
+        return f"top-1 {metrics['top1']:.4f}"
 
     def export_best(self, metrics: dict[str, float]) -> None:
         directory = self.output_dir / MODEL_DIR_NAME
@@ -383,41 +372,22 @@ class Distiller(Trainer):
         loader = DataLoader(self.train_data, batch_sampler=SkipBatchSampler(batches, state.batch_in_epoch),
                             collate_fn=collate_image_batch, num_workers=config.num_workers,
                             generator=torch.Generator().manual_seed(config.seed + state.epoch))
-        bar = tqdm(total=self.batches_per_epoch, initial=state.batch_in_epoch, desc=f"epoch {state.epoch + 1}",
-                   unit="batch", disable=not accelerator.is_local_main_process)
+        bar = self.epoch_progress_bar()
         self.network.train()
         for images, labels in itertools.islice(loader, self.batches_per_epoch - state.batch_in_epoch):
             images, labels = images.to(accelerator.device), labels.to(accelerator.device)
             with accelerator.accumulate(self.network):
                 out = self._loss(images, labels)
                 accelerator.backward(out.loss)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = group["initial_lr"] * learning_rate_factor(
-                        state.step, self.total_steps, config.warmup_steps, config.scheduler)
-                self.optimizer.step()
-                self.optimizer.zero_grad()
-            state.batch_in_epoch += 1
-            state.loss_sum += out.loss.item()
-            state.loss_count += 1
-            bar.update(1)
-            if not accelerator.sync_gradients:
-                continue
-            state.step += 1
-            bar.set_postfix(loss=f"{out.loss.item():.4f}", step=state.step)
-            if state.step % config.log_every == 0:
-                accelerator.log({"train/loss": out.loss.item(), "train/lr": self.optimizer.param_groups[0]["lr"],
-                                 **{f"train/{name}": float(value) for name, value in out.parts.items()}},
-                                step=state.step)
-            if config.save_every and state.step % config.save_every == 0:
-                self.save_checkpoint()
-            if config.max_steps and state.step >= config.max_steps:
+                self.optimizer_step()
+            if self.end_batch(out.loss, bar, partial(self._distill_log_values, out)):
                 break
-        bar.close()
-        if state.batch_in_epoch < self.batches_per_epoch:
-            return False
-        state.epoch += 1
-        state.batch_in_epoch = 0
-        return True
+        return self.end_epoch(bar)
+
+    def _distill_log_values(self, out: DistillLossOutput) -> dict[str, float]:
+        """Tensorboard scalars of a step: loss, learning rate and the loss parts."""
+        return {"train/loss": out.loss.item(), "train/lr": self.optimizer.param_groups[0]["lr"],
+                **{f"train/{name}": float(value) for name, value in out.parts.items()}}
 
     def summary(self) -> dict[str, Any]:
         return {**super().summary(), "method": self.config.method, "teacher": self.teacher_metrics,

@@ -19,8 +19,10 @@ import math
 import re
 import shutil
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import timm
 import torch
@@ -295,9 +297,21 @@ class Trainer:
                     self.state.batch_in_epoch, self.state.step)
 
     # -- evaluation -------------------------------------------------------------------------------------------
+    best_metric: ClassVar[str] = "map@r"  # the test metric (higher is better) that picks the exported best model
+
+    def compute_metrics(self) -> dict[str, float]:
+        """The test split's metrics of the current model: retrieval metrics (leave-one-out, cosine)."""
+        return evaluate(self.network, self.test_loader, self.accelerator, self.config)
+
+    def describe_metrics(self, metrics: dict[str, float]) -> str:
+        """The headline metrics as a log-line fragment."""
+        return f"R@1 {metrics['recall@1']:.4f}, MAP@R {metrics['map@r']:.4f}"
+
     def evaluate_and_record(self) -> dict[str, float]:
+        """Evaluate, append the row to the history (train loss since the last evaluation included), log it, and
+        export the model when ``best_metric`` improves; returns the metrics."""
         started = time.perf_counter()
-        metrics = evaluate(self.network, self.test_loader, self.accelerator, self.config)
+        metrics = self.compute_metrics()
         state = self.state
         row: dict[str, Any] = {
             "epoch": round(state.epoch + state.batch_in_epoch / self.batches_per_epoch, 4),
@@ -310,9 +324,10 @@ class Trainer:
         if state.step == 0 and state.initial is None:
             state.initial = row
         self.accelerator.log({f"test/{key}": value for key, value in metrics.items()}, step=state.step)
-        logger.info("step %d (epoch %.2f): R@1 %.4f, MAP@R %.4f (evaluated in %.1f s)", state.step, row["epoch"],
-                    metrics["recall@1"], metrics["map@r"], time.perf_counter() - started)
-        if state.step > 0 and (state.best is None or metrics["map@r"] > state.best["map@r"]):
+        logger.info("step %d (epoch %.2f): %s (evaluated in %.1f s)", state.step, row["epoch"],
+                    self.describe_metrics(metrics), time.perf_counter() - started)
+        best = self.best_metric
+        if state.step > 0 and (state.best is None or metrics[best] > state.best[best]):
             state.best = row
             if self.accelerator.is_main_process:
                 self.export_best(metrics)
@@ -336,6 +351,50 @@ class Trainer:
         logger.info("new best MAP@R %.4f: model exported to %s", metrics["map@r"], path)
 
     # -- training ---------------------------------------------------------------------------------------------
+    def epoch_progress_bar(self) -> tqdm:
+        """The progress bar of the current epoch (main process only), starting at the batches already done."""
+        return tqdm(total=self.batches_per_epoch, initial=self.state.batch_in_epoch,
+                    desc=f"epoch {self.state.epoch + 1}", unit="batch",
+                    disable=not self.accelerator.is_local_main_process)
+
+    def optimizer_step(self) -> None:
+        """Set the learning rate of the current step (warm-up, schedule) in every group, step and clear gradients."""
+        config = self.config
+        factor = learning_rate_factor(self.state.step, self.total_steps, config.warmup_steps, config.scheduler)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+
+    def end_batch(self, loss: Tensor, bar: tqdm, log_values: Callable[[], dict[str, float]]) -> bool:
+        """Bookkeeping after a micro-batch whose ``loss`` was backpropagated: position, loss sums, progress; after an
+        optimizer step also logging (``log_values()`` every ``log_every`` steps) and a checkpoint every
+        ``save_every`` steps. Returns True when ``max_steps`` is reached (the epoch stops)."""
+        config, state = self.config, self.state
+        state.batch_in_epoch += 1
+        state.loss_sum += loss.item()
+        state.loss_count += 1
+        bar.update(1)
+        if not self.accelerator.sync_gradients:
+            return False
+        state.step += 1
+        bar.set_postfix(loss=f"{loss.item():.4f}", step=state.step)
+        if state.step % config.log_every == 0:
+            self.accelerator.log(log_values(), step=state.step)
+        if config.save_every and state.step % config.save_every == 0:
+            self.save_checkpoint()
+        return bool(config.max_steps) and state.step >= config.max_steps
+
+    def end_epoch(self, bar: tqdm) -> bool:
+        """Close the epoch's bar; True (and the next epoch starts) unless ``max_steps`` stopped it before its end."""
+        bar.close()
+        state = self.state
+        if state.batch_in_epoch < self.batches_per_epoch:
+            return False
+        state.epoch += 1
+        state.batch_in_epoch = 0
+        return True
+
     def train_one_epoch(self) -> bool:
         """Train the rest of the current epoch; returns False when ``max_steps`` stopped it before its end."""
         config, accelerator, state = self.config, self.accelerator, self.state
@@ -343,8 +402,7 @@ class Trainer:
                               num_replicas=accelerator.num_processes, rank=accelerator.process_index)
         remaining = self.batches_per_epoch - state.batch_in_epoch
         memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        bar = tqdm(total=self.batches_per_epoch, initial=state.batch_in_epoch, desc=f"epoch {state.epoch + 1}",
-                   unit="batch", disable=not accelerator.is_local_main_process)
+        bar = self.epoch_progress_bar()
         self.network.train()
         started, images_seen = time.perf_counter(), 0
         for images, labels in itertools.islice(loader, remaining):
@@ -357,39 +415,22 @@ class Trainer:
                 terms, outputs = compute_loss(self.loss_fn, embeddings, labels, attributes, state.step)
                 penalties = [penalty for callback in self.callbacks if (penalty := callback.loss_penalty()) is not None]
                 accelerator.backward(terms.total + sum(penalties))
-                for group in self.optimizer.param_groups:
-                    group["lr"] = group["initial_lr"] * learning_rate_factor(
-                        state.step, self.total_steps, config.warmup_steps, config.scheduler)
-                self.optimizer.step()
-                self.optimizer.zero_grad()
+                self.optimizer_step()
             for callback in self.callbacks:
                 callback.on_train_batch(outputs)
-            state.batch_in_epoch += 1
-            state.loss_sum += terms.total.item()
-            state.loss_count += 1
             images_seen += len(outputs.labels)
-            bar.update(1)
-            if not accelerator.sync_gradients:
-                continue
-            state.step += 1
-            bar.set_postfix(loss=f"{terms.total.item():.4f}", step=state.step)
-            if state.step % config.log_every == 0:
-                values = {"train/loss": terms.total.item(), "train/base_loss": terms.base.item(),
-                          "train/lr": self.optimizer.param_groups[0]["lr"],
-                          "train/images_per_second": images_seen / (time.perf_counter() - started)}
-                if terms.regularizer is not None:
-                    values["train/zsr_loss"] = terms.regularizer.item()
-                accelerator.log(values, step=state.step)
-            if config.save_every and state.step % config.save_every == 0:
-                self.save_checkpoint()
-            if config.max_steps and state.step >= config.max_steps:
+            rate = images_seen / (time.perf_counter() - started)
+            if self.end_batch(terms.total, bar, partial(self._train_log_values, terms, rate)):
                 break
-        bar.close()
-        if state.batch_in_epoch < self.batches_per_epoch:
-            return False
-        state.epoch += 1
-        state.batch_in_epoch = 0
-        return True
+        return self.end_epoch(bar)
+
+    def _train_log_values(self, terms: LossTerms, images_per_second: float) -> dict[str, float]:
+        """Tensorboard scalars of a step: losses, learning rate, throughput."""
+        values = {"train/loss": terms.total.item(), "train/base_loss": terms.base.item(),
+                  "train/lr": self.optimizer.param_groups[0]["lr"], "train/images_per_second": images_per_second}
+        if terms.regularizer is not None:
+            values["train/zsr_loss"] = terms.regularizer.item()
+        return values
 
     def run(self) -> dict[str, Any]:
         config, state = self.config, self.state

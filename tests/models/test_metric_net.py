@@ -65,6 +65,29 @@ def test_local_feature_layout_and_avg_pool_equals_timm_average_pooling(backbone:
         torch.testing.assert_close(model(x), model.embed(timm_pooled(x)), atol=1e-5, rtol=1e-5)
 
 
+def test_metric_net_on_a_cifar_resnet_backbone() -> None:
+    """Regression: CifarResNet's head flattened the 8x8 map after ``reset_classifier(0, '')``, so MetricNet got
+    (B, C*h*w) instead of local features."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    backbone = timm.create_model("cifar_resnet20", num_classes=0)
+    backbone.reset_classifier(0, "")
+    assert backbone.forward_head(backbone.forward_features(x), pre_logits=True).shape == (2, 64, 8, 8)
+    backbone.reset_classifier(0, "avg")
+    assert backbone.forward_head(backbone.forward_features(x), pre_logits=True).shape == (2, 64)
+    model = timm.create_model("metric_net", backbone="cifar_resnet20", pool="avg", embed_dim=16).eval()
+    assert model.forward_features(x).shape == (2, 8 * 8, 64)
+    timm_pooled = copy.deepcopy(model.backbone)
+    timm_pooled.reset_classifier(0, "avg")
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model.embed(timm_pooled(x)), atol=1e-5, rtol=1e-5)
+    gsp = timm.create_model("metric_net", backbone="cifar_resnet20", embed_dim=16, num_prototypes=4)
+    out = gsp(x)
+    assert out.shape == (2, 16) and torch.isfinite(out).all()
+    out.square().sum().backward()
+    assert gsp.backbone.conv1.weight.grad is not None
+
+
 def test_forward_head_aux_and_classifier() -> None:
     torch.manual_seed(0)
     model = timm.create_model("gsp_resnet18", embed_dim=24, num_prototypes=8, num_classes=5)

@@ -12,14 +12,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import sys
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_config_arguments", "add_parser", "config_from_args", "configure_logging", "parse_key_values",
-           "user_error"]
+from gsp_hub.cli import add_dataset_arguments, user_error
+
+__all__ = ["add_config_arguments", "add_parser", "config_from_args", "configure_logging", "parse_key_values"]
 
 _GROUP_TITLES = {
     "model": "model",
@@ -128,13 +128,6 @@ def _print_summary(summary: dict[str, Any]) -> None:
               f"recall@1 {best['recall@1']:.4f}, map@r {best['map@r']:.4f}")
 
 
-def user_error(command: str, error: Exception) -> int:
-    """Print a bad-input error (wrong option, missing data, corrupt image, ...) without a traceback; exit code 2."""
-    logging.getLogger(__name__).debug("%s failed", command, exc_info=error)
-    print(f"gsp-hub {command}: error: {error}", file=sys.stderr)
-    return 2
-
-
 def _run_train(args: argparse.Namespace) -> int:
     configure_logging()
     from gsp_hub.train.loop import train
@@ -231,15 +224,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     eval_parser.add_argument("--model", required=True,
                              help="run folder (uses its model/), export folder, or Hub id org/name")
-    eval_parser.add_argument("--dataset", default=None,
-                             help="data set as for `gsp-hub train --dataset` (default: the embedded "
-                             "fashion-mnist-subset)")
-    eval_parser.add_argument("--split-protocol", choices=("zero-shot", "own"), default="zero-shot",
-                             help="how to split classes / rows (default: zero-shot)")
-    eval_parser.add_argument("--split", choices=("test", "train"), default="test",
-                             help="which side of the split to evaluate (default: test)")
-    eval_parser.add_argument("--image-column", default=None, help="image column (default: detected)")
-    eval_parser.add_argument("--label-column", default=None, help="label column (default: detected)")
+    add_dataset_arguments(eval_parser, "evaluate")
     eval_parser.add_argument("--verify-images", action=argparse.BooleanOptionalAction, default=True,
                              help="decode every image once first to find corrupt files (default: on)")
     eval_parser.add_argument("--skip-bad-images", action="store_true",

@@ -38,7 +38,8 @@ Evaluate the distilled student without teacher or labels:
 
 
 def _run_distill(args: argparse.Namespace) -> int:
-    from gsp_hub.train.commands import config_from_args, configure_logging, user_error
+    from gsp_hub.cli import user_error
+    from gsp_hub.train.commands import config_from_args, configure_logging
 
     configure_logging()
     from gsp_hub.train.distill import DistillConfig

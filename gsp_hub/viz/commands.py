@@ -16,6 +16,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from gsp_hub.cli import add_dataset_arguments, user_error
+
 __all__ = ["add_parser", "load_model"]
 
 
@@ -96,9 +98,6 @@ def _retrieval(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    # The shared bad-input report of the command line (message without traceback, exit code 2).
-    from gsp_hub.train.commands import user_error
-
     try:
         return args.explain_func(args)
     except (ValueError, FileNotFoundError, TypeError) as error:
@@ -140,14 +139,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "query's label is a hit (green frame), any other a miss (red). Prints the hit count.",
     )
     retrieval.add_argument("--model", required=True, help=model_help)
-    retrieval.add_argument("--dataset", default=None, help="data set as for `gsp-hub eval --dataset` (default: the "
-                           "embedded fashion-mnist-subset)")
-    retrieval.add_argument("--split-protocol", choices=("zero-shot", "own"), default="zero-shot",
-                           help="how to split classes / rows (default: zero-shot)")
-    retrieval.add_argument("--split", choices=("test", "train"), default="test",
-                           help="which side of the split to search (default: test)")
-    retrieval.add_argument("--image-column", default=None, help="image column (default: detected)")
-    retrieval.add_argument("--label-column", default=None, help="label column (default: detected)")
+    add_dataset_arguments(retrieval, "search")
     retrieval.add_argument("--num-queries", type=int, default=8, help="query rows in the figure (default: 8)")
     retrieval.add_argument("-k", "--k", type=int, default=5, help="neighbours per query (default: 5)")
     retrieval.add_argument("--seed", type=int, default=0, help="seed of the query choice (default: 0)")

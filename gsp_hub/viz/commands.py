@@ -104,6 +104,15 @@ def _run(args: argparse.Namespace) -> int:
         return user_error(f"explain {args.explain_command}", error)
 
 
+def _add_model_and_output_options(parser: argparse.ArgumentParser, out_default: str, out_help: str) -> None:
+    """--model, --out and --img-size, shared by both figures."""
+    parser.add_argument("--model", required=True, help="run folder (uses its model/), export folder, local-dir:PATH, "
+                        "Hub id (hf-hub:org/name), or timm name with pretrained weights")
+    parser.add_argument("--out", default=out_default, help=f"{out_help} (default: {out_default})")
+    parser.add_argument("--img-size", type=int, default=0,
+                        help="input size in pixels (default: the model's exported preprocessing)")
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `gsp-hub explain heatmap` and `gsp-hub explain retrieval`."""
     parser = subparsers.add_parser(
@@ -113,8 +122,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "prototype each location goes to; `retrieval` shows queries of a data set with their top-k neighbours.",
     )
     commands = parser.add_subparsers(dest="explain_command", required=True, metavar="{heatmap,retrieval}")
-    model_help = ("run folder (uses its model/), export folder, local-dir:PATH, Hub id (hf-hub:org/name), or timm "
-                  "name with pretrained weights")
 
     heatmap = commands.add_parser(
         "heatmap",
@@ -123,12 +130,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "upsampled over it (a heatmap), and the prototype each location is assigned to by the transport plan. "
         "One PNG per image in --out. Needs a model with pool='gsp'.",
     )
-    heatmap.add_argument("--model", required=True, help=model_help)
+    _add_model_and_output_options(heatmap, "explain", "folder for the PNGs, <image stem>_transport.png")
     heatmap.add_argument("--image", required=True, nargs="+", metavar="IMAGE", help="image file(s) to explain")
-    heatmap.add_argument("--out", default="explain", help="folder for the PNGs, <image stem>_transport.png "
-                         "(default: explain)")
-    heatmap.add_argument("--img-size", type=int, default=0,
-                         help="input size in pixels (default: the model's exported preprocessing)")
     heatmap.set_defaults(func=_run, explain_func=_heatmap)
 
     retrieval = commands.add_parser(
@@ -138,14 +141,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "queries and draw each with its --k nearest other images of the split (cosine); a neighbour with the "
         "query's label is a hit (green frame), any other a miss (red). Prints the hit count.",
     )
-    retrieval.add_argument("--model", required=True, help=model_help)
+    _add_model_and_output_options(retrieval, "retrieval_grid.png", "PNG to write")
     add_dataset_arguments(retrieval, "search")
     retrieval.add_argument("--num-queries", type=int, default=8, help="query rows in the figure (default: 8)")
     retrieval.add_argument("-k", "--k", type=int, default=5, help="neighbours per query (default: 5)")
     retrieval.add_argument("--seed", type=int, default=0, help="seed of the query choice (default: 0)")
-    retrieval.add_argument("--out", default="retrieval_grid.png", help="PNG to write (default: retrieval_grid.png)")
-    retrieval.add_argument("--img-size", type=int, default=0,
-                           help="input size in pixels (default: the model's exported preprocessing)")
     retrieval.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
     retrieval.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     retrieval.set_defaults(func=_run, explain_func=_retrieval)

@@ -21,7 +21,9 @@ is always the exact float32 ranking, up to the last-bit rounding differences any
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -39,11 +41,21 @@ ProposalFloor = Callable[[slice, torch.Tensor], torch.Tensor]  # (owners, their 
 
 
 def screening_available(device: torch.device) -> bool:
-    """Whether bf16 matrix products on ``device`` are fast enough for screening to pay off (CUDA, or a CPU with
-    oneDNN bfloat16 support such as AVX512-BF16 / AMX)."""
+    """Whether bf16 matrix products on ``device`` are fast enough for screening to pay off: CUDA, or a CPU with
+    bfloat16 dot-product instructions (AVX512-BF16 or AMX-BF16; oneDNN merely emulates bf16 on other AVX-512 CPUs)."""
     if device.type == "cuda":
         return True
-    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and _cpu_has_bf16_dot()
+
+
+@functools.cache
+def _cpu_has_bf16_dot() -> bool:
+    """True when /proc/cpuinfo lists avx512_bf16 or amx_bf16 (False where it cannot be read)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def blocked_topk(

@@ -33,7 +33,7 @@ __all__ = ["DEFAULT_CHUNK_SIZE", "blocked_topk", "screening_available", "squared
 DEFAULT_CHUNK_SIZE = 2048
 _TILE = 64  # items per tile when screening a score block for entries reaching the running k-th best
 _SCREEN_EXTRA = 32  # the screened list holds k + max(k, _SCREEN_EXTRA) candidates
-_RESCORE_ROWS = 64  # queries re-scored at once: their candidates' rows gathered as (rows, width, D) float32
+_RESCORE_ROWS = 64  # queries re-scored at once: (kept pairs, D) float32 gathered rows
 _LIST_BUDGET_BYTES = 64 * 2**20  # the symmetric schedule keeps every query's list; allowed up to this size
 
 ScoreBlock = Callable[[slice, slice], torch.Tensor]  # (query rows, gallery columns) -> scores, larger = nearer
@@ -84,17 +84,22 @@ def blocked_topk(
             yield rows, indices
         return
     bf16 = _Bf16Screen(queries, gallery, chunk_size, k)
+    blocks, uncertified = [], []
     for rows, approximate, candidates in _running_topk(bf16.scores, len(queries), len(gallery), width, exclude,
                                                        chunk_size, torch.float32, queries.device,
                                                        symmetric=leave_one_out, floor=bf16.proposal_floor):
         kept = approximate >= bf16.floor(rows, approximate[:, k - 1])[:, None]  # all that may be in the first k
         exact_scores = _rescore(queries, gallery, exact.scales, rows, candidates, kept)
-        indices = _first_k_of_candidates(exact_scores, candidates, k)
-        uncertified = (~bf16.certifies(rows, approximate, k)).nonzero().squeeze(1)
-        if len(uncertified):
-            indices[uncertified] = _exact_topk_of_rows(queries, gallery, rows.start + uncertified, k, distance,
-                                                       leave_one_out, chunk_size)
-        yield rows, indices
+        blocks.append((rows, _first_k_of_candidates(exact_scores, candidates, k)))
+        uncertified.append(rows.start + (~bf16.certifies(rows, approximate, k)).nonzero().squeeze(1))
+    # queries whose list is not certified are searched again in float32, all in one pass over the gallery
+    uncertified = torch.cat(uncertified)
+    if len(uncertified):
+        all_indices = torch.cat([indices for _, indices in blocks])
+        all_indices[uncertified] = _exact_topk_of_rows(queries, gallery, uncertified, k, distance, leave_one_out,
+                                                       chunk_size)
+        blocks = [(rows, all_indices[rows]) for rows, _ in blocks]
+    yield from blocks
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -199,18 +204,18 @@ def _rescore(
     kept: torch.Tensor,
 ) -> torch.Tensor:
     """Float32 cosine scores (rows, L) of each query in ``rows`` against its candidate gallery items (rows, L),
-    for the ``kept`` (rows, L) candidates (a prefix of every list, which is sorted best first); -inf elsewhere."""
+    for the ``kept`` (rows, L) candidates; -inf elsewhere. Works on the kept (query, item) pairs only, a few queries
+    at a time so that their rows stay in cache while the items' rows are gathered."""
     query_scale, gallery_scale = scales
     scores = torch.full(candidates.shape, -torch.inf, dtype=queries.dtype, device=queries.device)
     for start in range(0, len(candidates), _RESCORE_ROWS):
         part = slice(start, start + _RESCORE_ROWS)
-        width = int(kept[part].sum(1).max())
-        items = candidates[part, :width]
-        query_rows = slice(rows.start + start, rows.start + start + len(items))
+        query_rows = slice(rows.start + start, min(rows.start + start + _RESCORE_ROWS, rows.stop))
         normalised_queries = queries[query_rows] * query_scale[query_rows, None]
-        item_rows = gallery.index_select(0, items.flatten()).view(*items.shape, -1)  # (part, width, D)
-        dots = (item_rows * normalised_queries[:, None]).sum(-1) * gallery_scale[items]
-        scores[part, :width] = dots.masked_fill_(~kept[part, :width], -torch.inf)
+        pair_row, pair_slot = kept[part].nonzero(as_tuple=True)
+        items = candidates[part][pair_row, pair_slot]
+        products = gallery.index_select(0, items) * normalised_queries.index_select(0, pair_row)  # (pairs, D)
+        scores[part][pair_row, pair_slot] = products.sum(1) * gallery_scale[items]
     return scores
 
 

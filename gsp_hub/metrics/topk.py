@@ -32,6 +32,7 @@ __all__ = ["DEFAULT_CHUNK_SIZE", "blocked_topk", "screening_available", "squared
 
 DEFAULT_CHUNK_SIZE = 2048
 _TILE = 64  # items per tile when screening a score block for entries reaching the running k-th best
+_TILE_TRANSPOSED = 16  # the same down the columns, where every tile read is strided (16 measured fastest)
 _SCREEN_EXTRA = 32  # the screened list holds k + max(k, _SCREEN_EXTRA) candidates
 _RESCORE_ROWS = 64  # queries re-scored at once: (kept pairs, D) float32 gathered rows
 _LIST_BUDGET_BYTES = 64 * 2**20  # the symmetric schedule keeps every query's list; allowed up to this size
@@ -354,22 +355,23 @@ def _entries_reaching(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Scores reaching their owner's threshold, packed per owner (owners = rows, or columns if ``transposed``).
 
-    Screens tiles of ``_TILE`` items by their maximum first, so that only the few tiles holding a hit are read
-    again. Returns the owners having any hit (M,), and their hit scores and items (M, most hits of an owner),
+    Screens tiles of ``_TILE`` items (``_TILE_TRANSPOSED`` down the columns) by their maximum first, so that only
+    the few tiles holding a hit are read again. Returns the owners having any hit (M,), and their hit scores and items (M, most hits of an owner),
     padded with -inf scores.
     """
     item_dim = 0 if transposed else 1
-    if scores.shape[item_dim] % _TILE:
+    tile_size = _TILE_TRANSPOSED if transposed else _TILE
+    if scores.shape[item_dim] % tile_size:
         padding = [0, 0, 0, 0]
-        padding[2 * (1 - item_dim) + 1] = _TILE - scores.shape[item_dim] % _TILE
+        padding[2 * (1 - item_dim) + 1] = tile_size - scores.shape[item_dim] % tile_size
         scores = F.pad(scores, padding, value=-torch.inf)
-    tiled = scores.unflatten(item_dim, (-1, _TILE))  # (tiles, _TILE, columns) or (rows, tiles, _TILE)
+    tiled = scores.unflatten(item_dim, (-1, tile_size))  # (tiles, tile_size, columns) or (rows, tiles, tile_size)
     tile_max = tiled.amax(item_dim + 1)  # reduced in memory order, then viewed as (owners, tiles)
-    tiles = tiled.permute(2, 0, 1) if transposed else tiled  # (owners, tiles, _TILE), a view
+    tiles = tiled.permute(2, 0, 1) if transposed else tiled  # (owners, tiles, tile_size), a view
     owner, tile = ((tile_max.T if transposed else tile_max) >= thresholds[:, None]).nonzero(as_tuple=True)
     tile_scores = tiles[owner, tile]
     hit, offset = (tile_scores >= thresholds[owner, None]).nonzero(as_tuple=True)  # still sorted by owner
-    owner, item, values = owner[hit], tile[hit] * _TILE + offset, tile_scores[hit, offset]
+    owner, item, values = owner[hit], tile[hit] * tile_size + offset, tile_scores[hit, offset]
     owners_with_hits, counts = torch.unique_consecutive(owner, return_counts=True)
     packed_owner = torch.arange(len(counts), device=scores.device).repeat_interleave(counts)
     slot = torch.arange(len(owner), device=scores.device) - (counts.cumsum(0) - counts)[packed_owner]

@@ -282,12 +282,13 @@ def _running_topk(
     (queries = gallery) scores each block above the diagonal once for both its rows and its columns; it keeps the
     lists of all queries at once, so it is used only while they fit in ``_LIST_BUDGET_BYTES`` or one score block.
     """
-    element_bytes = torch.finfo(dtype).bits // 8 + 8  # score + int64 index
+    element_bytes = torch.finfo(dtype).bits // 8 + 4  # score + int32 index
     symmetric = symmetric and num_queries * k * element_bytes <= max(
         _LIST_BUDGET_BYTES, chunk_size**2 * torch.finfo(dtype).bits // 8)
     best_scores = torch.full((num_queries if symmetric else min(chunk_size, num_queries), k), -torch.inf,
                              dtype=dtype, device=device)
-    best_indices = torch.full(best_scores.shape, num_gallery, device=device)  # sorts after real indices
+    # int32 gallery indices halve the lists' largest part; num_gallery sorts after every real index
+    best_indices = torch.full(best_scores.shape, num_gallery, dtype=torch.int32, device=device)
     gallery_starts = range(0, num_gallery, chunk_size)
     for block, start in enumerate(range(0, num_queries, chunk_size)):
         rows = slice(start, min(start + chunk_size, num_queries))
@@ -303,7 +304,7 @@ def _running_topk(
             _merge_block(best_scores, best_indices, rows, state_rows, scores, gallery_start, floor)
             if symmetric and gallery_start != start:
                 _merge_block(best_scores, best_indices, columns, columns, scores, start, floor, transposed=True)
-        yield rows, best_scores[state_rows].clone(), best_indices[state_rows].clone()
+        yield rows, best_scores[state_rows].clone(), best_indices[state_rows].long()
 
 
 def _mask_excluded(scores: torch.Tensor, excluded: torch.Tensor, columns: slice) -> None:
@@ -347,7 +348,7 @@ def _merge_block(
     else:  # screening lists: any order among equal scores will do
         merged_scores, order = merged_scores.topk(k, dim=1)
     best_scores.index_copy_(0, target, merged_scores.contiguous())
-    best_indices.index_copy_(0, target, merged_indices.gather(1, order[:, :k]))
+    best_indices.index_copy_(0, target, merged_indices.gather(1, order[:, :k]).to(best_indices.dtype))
 
 
 def _entries_reaching(

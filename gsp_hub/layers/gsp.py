@@ -137,6 +137,11 @@ class GSP(nn.Module):
 
     def transport(self, x: Tensor) -> GSPOutput:
         """Pooled features, prototype attributes and location weights of x (B, dim, H, W) or (B, N, dim)."""
+        return self.transport_with_assignment(x)[0]
+
+    def transport_with_assignment(self, x: Tensor) -> tuple[GSPOutput, Tensor]:
+        """:meth:`transport` of x (B, dim, H, W) or (B, N, dim), plus the assignment (B, K, N) of every location's
+        transported mass over the prototypes (each column sums to 1), from the same solve."""
         tokens = to_tokens(x, self.dim)
         compute_dtype = solver_dtype(tokens.dtype)
         transported_mass = 1.0 if self.transport_ratio >= GAP_RATIO_THRESHOLD else self.transport_ratio
@@ -149,7 +154,7 @@ class GSP(nn.Module):
             weights = transported / (tokens.shape[1] * transported_mass)  # (B, N)
             pooled = torch.bmm(weights[:, None, :], features).squeeze(1)  # (B, dim)
             attributes = torch.bmm(assignment, weights[:, :, None]).squeeze(2)  # (B, K)
-        return GSPOutput(pooled=pooled.to(tokens.dtype), attributes=attributes, weights=weights)
+        return GSPOutput(pooled=pooled.to(tokens.dtype), attributes=attributes, weights=weights), assignment
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, dim, H, W) or (B, N, dim) -> (B, dim) pooled features."""

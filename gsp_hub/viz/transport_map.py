@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from gsp_hub.data import create_image_transforms, decode_image
-from gsp_hub.layers import GSP, partial_transport_factors, prototype_costs
+from gsp_hub.layers import GSP
 from gsp_hub.models import MetricNet
 from gsp_hub.viz.png import check_png_path, save_png
 
@@ -100,9 +100,9 @@ def feature_grid(num_locations: int, image_hw: tuple[int, int]) -> tuple[int, in
 def compute_transport_maps(model: nn.Module, pixel_values: Tensor) -> TransportMaps:
     """Pooling weights and prototype assignments of a GSP model for preprocessed images (B, 3, h, w).
 
-    The weights come from the model's own evaluation path (``forward_head(..., return_aux=True)``); the
-    assignment is the argmax over prototypes of the transport plan, computed from the same embedded tokens with the
-    GSP layer's own cost and solver. Runs in eval mode (the model's mode is restored).
+    Both come from one solve of the GSP layer on the embedded tokens (the computation of
+    ``forward_head(..., return_aux=True)``): the weights are ``GSPOutput.weights``, the assignment the argmax over
+    prototypes of the transport plan. Runs in eval mode (the model's mode is restored).
     """
     gsp = check_gsp_model(model)
     if pixel_values.ndim != 4:
@@ -111,10 +111,7 @@ def compute_transport_maps(model: nn.Module, pixel_values: Tensor) -> TransportM
     model.eval()
     try:
         features = model.forward_features(pixel_values)  # (B, N, C_backbone)
-        _, aux = model.forward_head(features, pre_logits=True, return_aux=True)
-        tokens = model.embed(features).float()  # (B, N, D): the tokens the GSP layer pooled
-        cost = prototype_costs(tokens, gsp.prototypes.float())  # (B, K, N)
-        _, soft_assignment = partial_transport_factors(cost, gsp.transport_ratio, gsp.gamma, gsp.iters)
+        aux, soft_assignment = gsp.transport_with_assignment(model.embed(features))  # assignment (B, K, N)
     finally:
         model.train(was_training)
     grid_hw = feature_grid(features.shape[1], (pixel_values.shape[2], pixel_values.shape[3]))

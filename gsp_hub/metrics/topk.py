@@ -10,7 +10,7 @@ feeds both its rows and (transposed) its columns, halving the matrix products.
 
 **bfloat16 screening** (cosine only; :func:`screening_available`). On CPUs with bfloat16 matrix units a bf16
 ``matmul`` is about 3x faster than float32, but not exact. The screened search runs the blocked search on bf16
-scores with a longer list (``k + max(k, 16)`` entries), then re-scores the listed candidates in float32 and keeps
+scores with a longer list (``k + max(k, 32)`` entries), then re-scores the listed candidates in float32 and keeps
 their exact first k. It is exact, not approximate: with E(s) a rigorous bound on |bf16 score - float32 score| (input
 rounding of both vectors, float32 accumulation, bf16 rounding of the output; :class:`_Bf16Screen`), a query's list
 is *certified* when its last approximate score s_L and its k-th s_k satisfy s_L + E(s_L) < s_k - E(s_k): then every
@@ -92,7 +92,7 @@ def blocked_topk(
         kept = approximate >= bf16.floor(rows, approximate[:, k - 1])[:, None]  # all that may be in the first k
         exact_scores = _rescore(queries, gallery, exact.scales, rows, candidates, kept)
         blocks.append((rows, _first_k_of_candidates(exact_scores, candidates, k)))
-        uncertified.append(rows.start + (~bf16.certifies(rows, approximate, k)).nonzero().squeeze(1))
+        uncertified.append(rows.start + (~bf16.certifies(rows, approximate)).nonzero().squeeze(1))
     # queries whose list is not certified are searched again in float32, all in one pass over the gallery
     uncertified = torch.cat(uncertified)
     if len(uncertified):
@@ -112,7 +112,7 @@ class _ExactScorer:
     fly (the same way in every block) instead of keeping a normalised copy of the embeddings."""
 
     def __init__(self, queries: torch.Tensor, gallery: torch.Tensor, distance: str) -> None:
-        self.queries, self.gallery, self.distance = queries, gallery, distance
+        self.queries, self.gallery = queries, gallery
         if distance == "cosine":
             self.scales = (_inverse_norms(queries), _inverse_norms(gallery))
         else:
@@ -189,11 +189,11 @@ class _Bf16Screen:
         floor of its current k-th best if higher (the k-th best only rises, and the floor with it)."""
         return torch.maximum(lists[:, -1], self.floor(owners, lists[:, self.k - 1]))
 
-    def certifies(self, rows: slice, approximate: torch.Tensor, k: int) -> torch.Tensor:
+    def certifies(self, rows: slice, approximate: torch.Tensor) -> torch.Tensor:
         """(rows,) bool: whether each query's candidate list (approximate scores (rows, L), best first) surely
         holds its exact first k: nothing left out of the list reaches the floor of its k-th best."""
         last = approximate[:, -1]
-        return torch.isneginf(last) | (last < self.floor(rows, approximate[:, k - 1]))
+        return torch.isneginf(last) | (last < self.floor(rows, approximate[:, self.k - 1]))
 
 
 def _rescore(
@@ -357,8 +357,8 @@ def _entries_reaching(
     """Scores reaching their owner's threshold, packed per owner (owners = rows, or columns if ``transposed``).
 
     Screens tiles of ``_TILE`` items (``_TILE_TRANSPOSED`` down the columns) by their maximum first, so that only
-    the few tiles holding a hit are read again. Returns the owners having any hit (M,), and their hit scores and items (M, most hits of an owner),
-    padded with -inf scores.
+    the few tiles holding a hit are read again. Returns the owners having any hit (M,), and their hit scores and
+    items (M, most hits of an owner), padded with -inf scores.
     """
     item_dim = 0 if transposed else 1
     tile_size = _TILE_TRANSPOSED if transposed else _TILE

@@ -336,13 +336,17 @@ def _merge_block(
     """
     k = best_scores.shape[1]
     owner_lists = best_scores[lists]
-    if torch.isneginf(owner_lists[:, -1]).any():  # lists still filling up: every owner proposes its own first k
+    if torch.isneginf(owner_lists[:, -1]).any():  # lists still filling up: a bound of each owner's k-th best here
+        thresholds = None
+    else:  # only scores reaching an owner's current k-th best (or a higher floor) can enter its list
+        thresholds = owner_lists[:, -1] if floor is None else floor(owners, owner_lists)
+    found = _entries_reaching(scores, thresholds, transposed, k)
+    if found is None:  # too few tiles to bound the k-th best: every owner proposes its own first k
         target = torch.arange(lists.start, lists.stop, device=scores.device)
         candidate_scores, candidate_items = _first_k((scores.T if transposed else scores).contiguous(), k,
                                                      exact_ties=floor is None)
-    else:  # only scores reaching an owner's current k-th best (or a higher floor) can enter its list
-        thresholds = owner_lists[:, -1] if floor is None else floor(owners, owner_lists)
-        target, candidate_scores, candidate_items = _entries_reaching(scores, thresholds, transposed)
+    else:
+        target, candidate_scores, candidate_items = found
         target += lists.start
     merged_scores = torch.cat([best_scores.index_select(0, target), candidate_scores], 1)
     merged_indices = torch.cat([best_indices.index_select(0, target), candidate_items + offset], 1)
@@ -358,13 +362,16 @@ def _merge_block(
 
 
 def _entries_reaching(
-    scores: torch.Tensor, thresholds: torch.Tensor, transposed: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    scores: torch.Tensor, thresholds: torch.Tensor | None, transposed: bool, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """Scores reaching their owner's threshold, packed per owner (owners = rows, or columns if ``transposed``).
 
     Screens tiles of ``_TILE`` items (``_TILE_TRANSPOSED`` down the columns) by their maximum first, so that only
     the few tiles holding a hit are read again. Returns the owners having any hit (M,), and their hit scores and
     items (M, most hits of an owner), padded with -inf scores.
+
+    ``thresholds=None`` takes each owner's k-th largest tile maximum: k tiles hold an entry reaching it, so its k
+    best entries all do. Returns None when that bound does not exist (fewer than k finite tile maxima).
     """
     item_dim = 0 if transposed else 1
     tile_size = _TILE_TRANSPOSED if transposed else _TILE
@@ -379,6 +386,12 @@ def _entries_reaching(
     else:  # tile t = columns t, t + tiles, t + 2 tiles, ... of each row
         tiled = scores.unflatten(1, (tile_size, -1))  # (owners, tile_size, tiles)
         tile_max, tiles = tiled.amax(1), tiled.transpose(1, 2)
+    if thresholds is None:
+        if tile_max.shape[1] < k:
+            return None
+        thresholds = tile_max.topk(k, dim=1).values[:, -1]
+        if torch.isneginf(thresholds).any():
+            return None
     owner, tile = (tile_max >= thresholds[:, None]).nonzero(as_tuple=True)
     tile_scores = tiles[owner, tile]
     hit, offset = (tile_scores >= thresholds[owner, None]).nonzero(as_tuple=True)  # still sorted by owner

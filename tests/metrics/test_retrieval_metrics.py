@@ -149,6 +149,19 @@ def test_nearest_neighbors_ties_go_to_the_lower_index_in_any_chunking(chunk_size
     assert found.tolist() == expected.tolist()
 
 
+@pytest.mark.parametrize("chunk_size", [256, 1000])
+def test_lists_filled_from_tile_maxima_keep_exact_ties(chunk_size: int) -> None:
+    """Blocks wide enough for k tiles: a filling list takes the entries reaching the k-th largest tile maximum
+    (not a topk of the block), through the diagonal-first symmetric schedule and the query/gallery one."""
+    points = torch.from_numpy(np.random.default_rng(4).integers(-1, 2, size=(600, 3))).float()
+    expected = brute_force_neighbors(points.numpy(), points.numpy(), k=7, leave_one_out=True)
+    found = nearest_neighbors(points, k=7, distance="euclidean", chunk_size=chunk_size)
+    assert found.tolist() == expected.tolist()
+    expected = brute_force_neighbors(points[:50].numpy(), points[50:].numpy(), k=7, leave_one_out=False)
+    found = nearest_neighbors(points[:50], points[50:], k=7, distance="euclidean", chunk_size=chunk_size)
+    assert found.tolist() == expected.tolist()
+
+
 @pytest.mark.parametrize("leave_one_out", [True, False])
 def test_chunk_size_does_not_change_results(leave_one_out: bool) -> None:
     """Identical metrics and neighbours for 1x1 blocks, 7x7 blocks, 32x32 blocks (the symmetric leave-one-out

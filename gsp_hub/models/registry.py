@@ -3,7 +3,9 @@
 timm has no plug-in discovery: importing this module (``import gsp_hub`` does it) registers the entrypoints.
 ``default_cfgs`` must exist before the ``register_model`` calls because timm reads it at registration time.
 Each named model takes its preprocessing (input size, mean, std, interpolation, crop) from its backbone's
-default pretrained config, so ``timm.data.resolve_model_data_config(model)`` gives the backbone's transform.
+default pretrained config, so ``timm.data.resolve_model_data_config(model)`` gives the backbone's transform. The zoo's
+pretrained tags (:mod:`gsp_hub.models.zoo`, e.g. ``gsp_tf_efficientnet_lite0.tin200``) add an ``hf_hub_id``, their
+own preprocessing, and the constructor arguments their weights need.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import timm
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from gsp_hub.models.metric_net import MetricNet
+from gsp_hub.models.zoo import ZOO, zoo_model_args
 
 __all__ = ["NAMED_MODELS", "metric_net", "data_cfg_of_backbone"]
 
@@ -36,11 +39,18 @@ def data_cfg_of_backbone(backbone: str) -> dict[str, Any]:
     return fields
 
 
+# The zoo tags come first and every untagged config is marked with timm's "*" (the explicit default): the bare
+# name keeps building the untrained default architecture, and only "<name>.<tag>" selects a zoo model's weights.
 default_cfgs = generate_default_cfgs(
     {
-        "metric_net": dict(num_classes=0, classifier="head", license="apache-2.0"),
         **{
-            name: dict(num_classes=0, classifier="head", license="apache-2.0", **data_cfg_of_backbone(backbone))
+            name: dict(num_classes=0, classifier="head", hf_hub_id=entry.hf_hub_id, license=entry.license,
+                       description=entry.description, **entry.data_cfg)
+            for name, entry in ZOO.items()
+        },
+        "metric_net.*": dict(num_classes=0, classifier="head", license="apache-2.0"),
+        **{
+            f"{name}.*": dict(num_classes=0, classifier="head", license="apache-2.0", **data_cfg_of_backbone(backbone))
             for name, (backbone, _) in NAMED_MODELS.items()
         },
     }
@@ -62,6 +72,8 @@ def metric_net(pretrained: bool = False, backbone: str = "resnet50", **kwargs: A
 def _named_entrypoint(name: str, backbone: str, pool: str) -> Callable[..., MetricNet]:
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> MetricNet:
         kwargs.setdefault("pool", pool)
+        for key, value in zoo_model_args(name, kwargs.get("pretrained_cfg")).items():
+            kwargs.setdefault(key, value)
         return build_model_with_cfg(MetricNet, name, pretrained, backbone=backbone, **kwargs)
 
     entrypoint.__name__ = entrypoint.__qualname__ = name

@@ -1,0 +1,78 @@
+"""The published gsp_hub models (the zoo): pretrained tags of the named MetricNets.
+
+Each entry names a registered architecture and a pretrained tag, the Hub repository holding the weights, the
+constructor arguments the weights need and the preprocessing they were trained with. :mod:`gsp_hub.models.registry`
+turns the entries into timm ``default_cfgs`` with an ``hf_hub_id``, so that
+
+    timm.create_model("gsp_tf_efficientnet_lite0.tin200", pretrained=True)
+
+builds the right network and fetches its weights the normal timm way (from the Hub, or from the Hugging Face cache
+with ``HF_HUB_OFFLINE=1``). The repository keeps a copy of every folder under ``zoo/`` in Hub layout, which loads
+offline with ``timm.create_model("local-dir:zoo/<name>", pretrained=True)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["HUB_ORGANISATION", "ZOO", "ZooEntry", "zoo_model_args"]
+
+HUB_ORGANISATION = "gsp-hub"
+
+_LITE0_TIN200_DATA = dict(
+    input_size=(3, 160, 160), interpolation="bicubic", crop_pct=1.0, crop_mode="center",
+    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), first_conv="backbone.conv_stem",
+)
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One published model: ``<architecture>.<tag>`` on the Hub as ``gsp-hub/<architecture>.<tag>``."""
+
+    architecture: str
+    tag: str
+    model_args: dict[str, Any]
+    data_cfg: dict[str, Any]
+    license: str
+    description: str = field(default="")
+
+    @property
+    def name(self) -> str:
+        return f"{self.architecture}.{self.tag}"
+
+    @property
+    def hf_hub_id(self) -> str:
+        return f"{HUB_ORGANISATION}/{self.name}"
+
+
+ZOO: dict[str, ZooEntry] = {
+    entry.name: entry
+    for entry in (
+        ZooEntry(
+            architecture="gsp_tf_efficientnet_lite0",
+            tag="tin200",
+            model_args=dict(embed_dim=512, num_prototypes=64, transport_ratio=0.3, gamma=5.0),
+            data_cfg=_LITE0_TIN200_DATA,
+            license="other",
+            description="GSP head on ImageNet EfficientNet-Lite0, Tiny-ImageNet-200 zero-shot retrieval",
+        ),
+        ZooEntry(
+            architecture="gap_tf_efficientnet_lite0",
+            tag="tin200",
+            model_args=dict(embed_dim=512),
+            data_cfg=_LITE0_TIN200_DATA,
+            license="other",
+            description="average-pooling twin of gsp_tf_efficientnet_lite0.tin200 (the same recipe)",
+        ),
+    )
+}
+
+
+def zoo_model_args(architecture: str, pretrained_cfg: object) -> dict[str, Any]:
+    """Constructor arguments of a zoo model when timm passes its tag (``'tin200'``) as ``pretrained_cfg``; {}
+    for any other architecture, tag or config."""
+    if not isinstance(pretrained_cfg, str):
+        return {}
+    entry = ZOO.get(f"{architecture}.{pretrained_cfg}")
+    return dict(entry.model_args) if entry is not None else {}

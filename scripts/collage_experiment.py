@@ -41,7 +41,7 @@ from gsp_hub.data import build_tin_collage, collage_location_cells, load_image_d
 from gsp_hub.metrics import retrieval_metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_zoo import (  # noqa: E402
+from train_zoo import (
     CHUNK_SIZE,
     FeatureSplit,
     HeadRecipe,
@@ -149,15 +149,16 @@ def run(variant: Variant, base: HeadRecipe, seed: int, backbone_weights: str | N
 
 
 # --------------------------------------------------------------------------------------------------------- report
-def summarise(runs: list[dict], variants: list[str], reference: str) -> dict[str, dict[str, dict[str, float]]]:
-    """Per variant and metric: mean, std (ddof 1) over seeds, and paired difference vs ``reference`` (mean, std,
-    wins = seeds where the variant is higher)."""
+def summarise(runs: list[dict], variants: list[str], reference: str,
+              keys: tuple[str, ...] = REPORTED) -> dict[str, dict[str, dict[str, float]]]:
+    """Per variant and metric of ``keys``: mean, std (ddof 1) over seeds, and paired difference vs ``reference``
+    (mean, std, wins = seeds where the variant is higher)."""
     by = {(r["variant"], r["seed"]): r["metrics"] for r in runs}
     seeds = sorted(set.intersection(*({r["seed"] for r in runs if r["variant"] == name} for name in variants)))
     summary: dict[str, dict[str, dict[str, float]]] = {}
     for name in variants:
         summary[name] = {}
-        for key in REPORTED:
+        for key in keys:
             values = np.array([by[(name, s)][key] for s in seeds])
             diffs = values - np.array([by[(reference, s)][key] for s in seeds])
             summary[name][key] = {
@@ -168,13 +169,14 @@ def summarise(runs: list[dict], variants: list[str], reference: str) -> dict[str
     return summary
 
 
-def markdown(summary: dict, references: dict[str, dict[str, float]], reference: str) -> str:
+def markdown(summary: dict, references: dict[str, dict[str, float]], reference: str,
+             keys: tuple[str, ...] = REPORTED) -> str:
     """The results table: metrics in %, mean ± std over seeds; paired R@1 / MAP@R differences vs ``reference``."""
-    head = ["head"] + [HEADERS[k] for k in REPORTED] + [f"ΔR@1 vs {reference} (wins)", f"ΔMAP@R vs {reference}"]
+    head = ["head"] + [HEADERS[k] for k in keys] + [f"ΔR@1 vs {reference} (wins)", f"ΔMAP@R vs {reference}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, stats in summary.items():
         cells = [f"{stats[k]['mean']:.3f} ± {stats[k]['std']:.3f}" if k == "target_mass"
-                 else f"{100 * stats[k]['mean']:.2f} ± {100 * stats[k]['std']:.2f}" for k in REPORTED]
+                 else f"{100 * stats[k]['mean']:.2f} ± {100 * stats[k]['std']:.2f}" for k in keys]
         r1, mapr = stats["recall@1"], stats["map@r"]
         paired = ["–", "–"] if name == reference else [
             f"{100 * r1['diff_mean']:+.2f} ± {100 * r1['diff_std']:.2f} ({r1['wins']}/{r1['n']})",
@@ -182,16 +184,16 @@ def markdown(summary: dict, references: dict[str, dict[str, float]], reference: 
         ]
         lines.append("| " + " | ".join([name] + cells + paired) + " |")
     for name, metrics in references.items():
-        cells = [f"{metrics[k]:.2f}" if k == "target_mass" else f"{100 * metrics[k]:.2f}" for k in REPORTED]
+        cells = [f"{metrics[k]:.2f}" if k == "target_mass" else f"{100 * metrics[k]:.2f}" for k in keys]
         lines.append("| " + " | ".join([name] + cells + ["–", "–"]) + " |")
     return "\n".join(lines)
 
 
 def report(runs: list[dict], names: list[str], references: dict[str, dict[str, float]], command: str,
-           out: str | None, label: str) -> None:
+           out: str | None, label: str, keys: tuple[str, ...] = REPORTED) -> None:
     """Print the table of ``runs`` (paired vs ``names[0]``) and write everything to the JSON ``out``."""
-    summary = summarise(runs, names, names[0])
-    table = markdown(summary, references, names[0])
+    summary = summarise(runs, names, names[0], keys)
+    table = markdown(summary, references, names[0], keys)
     print(f"{label}:\n{table}", flush=True)
     if out:
         write_json(Path(out), {"command": command, "seeds": sorted({r["seed"] for r in runs}), "summary": summary,
@@ -208,39 +210,50 @@ def write_json(path: Path, payload: dict) -> None:
     os.replace(temporary, path)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_source_arguments(parser)
+def add_seeded_run_arguments(parser: argparse.ArgumentParser, default_variants: tuple[str, ...]) -> None:
+    """--out, --seeds, --variant, --merge and --threads (shared with ``tin_fidelity.py``)."""
     parser.add_argument("--out", default=None, help="JSON results file (every run, its history, the summary)")
-    parser.add_argument("--stage", choices=("cache", "all"), default="all")
-    parser.add_argument("--collage-seed", type=int, default=0, help="seed of the collage builder")
-    parser.add_argument("--train-per-class", type=int, default=None, help="train collages per class (default all 250)")
-    parser.add_argument("--test-per-class", type=int, default=None, help="test collages per class (default all 50)")
     parser.add_argument("--seeds", default="0,1,2,3,4", help="head seeds, the same for every variant (paired)")
     parser.add_argument("--variant", action="append", default=None,
-                        help=f"NAME:field=value,... over the base recipe (repeatable); default {DEFAULT_VARIANTS}; "
+                        help=f"NAME:field=value,... over the base recipe (repeatable); default {default_variants}; "
                              "the first variant is the reference of the paired differences")
-    add_head_recipe_arguments(parser, transport_ratio=0.25, gamma=20.0, epochs=5)
-    parser.add_argument("--val-classes", type=int, default=0,
-                        help="N > 0: train on train labels 0..79-N and measure on the train collages of the last N "
-                             "labels instead of the test set (to choose variants without looking at the test set)")
     parser.add_argument("--merge", action="append", default=[],
                         help="JSON of an earlier run (repeatable): its runs join the report, its variants first; "
                              "with --merge and no --variant nothing is trained")
     parser.add_argument("--threads", type=int, default=1)
+
+
+def runs_and_variants(args: argparse.Namespace,
+                      default_variants: tuple[str, ...]) -> tuple[list[dict], list[Variant], list[str]]:
+    """(runs of the --merge files, variants to train, every variant name in report order)."""
+    merged = [run for path in args.merge for run in json.loads(Path(path).read_text(encoding="utf-8"))["runs"]]
+    variants = [Variant.parse(text) for text in (args.variant or ([] if merged else default_variants))]
+    merged_names, new_names = list(dict.fromkeys(r["variant"] for r in merged)), [v.name for v in variants]
+    if len(set(new_names)) != len(new_names) or set(new_names) & set(merged_names):
+        raise ValueError(f"--variant names must be unique and differ from the merged runs' {merged_names}; got "
+                         f"{new_names}")
+    return merged, variants, merged_names + new_names
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_source_arguments(parser)
+    parser.add_argument("--stage", choices=("cache", "all"), default="all")
+    parser.add_argument("--collage-seed", type=int, default=0, help="seed of the collage builder")
+    parser.add_argument("--train-per-class", type=int, default=None, help="train collages per class (default all 250)")
+    parser.add_argument("--test-per-class", type=int, default=None, help="test collages per class (default all 50)")
+    add_head_recipe_arguments(parser, transport_ratio=0.25, gamma=20.0, epochs=5)
+    parser.add_argument("--val-classes", type=int, default=0,
+                        help="N > 0: train on train labels 0..79-N and measure on the train collages of the last N "
+                             "labels instead of the test set (to choose variants without looking at the test set)")
+    add_seeded_run_arguments(parser, DEFAULT_VARIANTS)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    merged = [run for path in args.merge for run in json.loads(Path(path).read_text(encoding="utf-8"))["runs"]]
-    variants = [Variant.parse(text) for text in (args.variant or ([] if merged else DEFAULT_VARIANTS))]
-    merged_names, new_names = list(dict.fromkeys(r["variant"] for r in merged)), [v.name for v in variants]
-    if len(set(new_names)) != len(new_names) or set(new_names) & set(merged_names):
-        raise ValueError(f"--variant names must be unique and differ from the merged runs' {merged_names}; got "
-                         f"{new_names}")
-    names = merged_names + new_names
+    merged, variants, names = runs_and_variants(args, DEFAULT_VARIANTS)
     seeds = [int(s) for s in args.seeds.split(",")]
     test, target_cell = cached_split(args, "test", args.test_per_class)
     need_train = bool(variants) or args.stage == "cache"

@@ -13,13 +13,13 @@ Recipe (the paper's warm-up stage with the backbone frozen, made affordable on a
 3. Export: the selected head on top of the ImageNet backbone, as Hub folders written by
    :func:`gsp_hub.hub.save_pretrained` with the test metrics, the recipe and a ``curves.png`` per model.
 
-    python scripts/train_zoo.py --cache-dir /work/cache/zoo --out-dir /work/zoo \
-        --backbone-weights /work/cache/zoo/tf_efficientnet_lite0.in1k.safetensors
+    python scripts/train_zoo.py --stage cache --cache-dir /work/cache/zoo --image-size 160 --train-per-class 250
+    python scripts/train_zoo.py --stage train --cache-dir /work/cache/zoo --out-dir zoo --image-size 160 \
+        --train-per-class 250 --embed-dim 512 --embed-init whiten --lr 1e-4 --epochs 8 --pools avg   # and --pools gsp
 
-does everything with the published recipe (the defaults). The published models were made in parallel pieces, with
-the same result: ``--stage cache --part test`` and ``--stage cache --part train`` (about 18 min each on a busy
-2-core machine, 1 thread), then ``--stage train --pools gsp`` and ``--stage train --pools avg`` (5-7 min each);
-each model card records its exact command.
+made the published folders in zoo/ (caching: 3 min for the test images, 21 min for 25,000 train images at 1
+thread; each head 5-6 min plus 3-5 min for the card figures, which embed the 5,000 test images from pixels); each
+model card records its exact command. ``scripts/tin_fidelity.py`` repeats the head training over seeds.
 """
 
 from __future__ import annotations
@@ -56,7 +56,12 @@ from gsp_hub.models.pretrained import (
     LITE0_STD,
     load_efficientnet_lite0_imagenet,
 )
-from gsp_hub.viz import explain_images, leave_one_out_rows, plot_retrieval_rows, plot_training_curves
+from gsp_hub.viz import (
+    explain_images,
+    leave_one_out_rows,
+    plot_retrieval_rows,
+    plot_training_curves,
+)
 
 NUM_TRAIN_CLASSES = 100
 CHUNK_SIZE = 100  # = NUM_TRAIN_CLASSES: train chunk r holds the r-th selected image of every class
@@ -81,11 +86,11 @@ def cache_features(args: argparse.Namespace, part: str, image_size: int) -> Path
     dataset = load_image_dataset(args.data_dir, verify_images=False)
     if part == "train":
         split = dataset["train"]
-        rows = _train_rows(np.asarray(split["label"]), args.train_per_class, args.seed)
+        rows = _train_rows(np.asarray(split["label"]), args.train_per_class, args.data_seed)
     else:
         split = dataset["valid"]
         rows = np.flatnonzero(np.asarray(split["label"]) >= NUM_TRAIN_CLASSES)
-    folder = cache_dir_of(args, image_size) / (f"train_seed{args.seed}" if part == "train" else "test")
+    folder = cache_dir_of(args, image_size) / (f"train_seed{args.data_seed}" if part == "train" else "test")
     return cache_maps(split, rows, folder, image_size, args.backbone_weights, f"cache {part} {image_size}px")
 
 
@@ -315,7 +320,7 @@ def _val_metrics(model: torch.nn.Module, val: FeatureSplit | None) -> dict[str, 
 def split_features(args: argparse.Namespace) -> tuple[FeatureSplit, FeatureSplit, FeatureSplit]:
     """(train, validation, test) cached maps: validation = the last ``--val-classes`` of the 100 train classes."""
     root = cache_dir_of(args, args.image_size)
-    features, labels = load_cache(root / f"train_seed{args.seed}", num_chunks=args.train_per_class)
+    features, labels = load_cache(root / f"train_seed{args.data_seed}", num_chunks=args.train_per_class)
     held_out = labels >= NUM_TRAIN_CLASSES - args.val_classes
     train = FeatureSplit(features[~held_out], labels[~held_out])
     val = FeatureSplit(features[held_out], labels[held_out])
@@ -369,7 +374,8 @@ def export(args: argparse.Namespace, model: torch.nn.Module, recipe: HeadRecipe,
     )
     plot_training_curves(history, folder / "curves.png")
     (folder / "history.json").write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
-    write_card_figures(model, folder, args.data_dir, transport_map=recipe.pool == "gsp")
+    if args.figures:
+        write_card_figures(model, folder, args.data_dir, transport_map=recipe.pool == "gsp")
     return folder
 
 
@@ -415,7 +421,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--part", choices=("train", "test", "both"), default="both", help="cache only this part")
     parser.add_argument("--image-size", type=int, default=160)
     parser.add_argument("--train-per-class", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the head's initialisation and batches")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the cached choice of train images")
+    parser.add_argument("--figures", action=argparse.BooleanOptionalAction, default=True,
+                        help="draw the card's retrieval grid / transport map (embeds the 5,000 test images again)")
     parser.add_argument("--val-classes", type=int, default=10,
                         help="the last N of the 100 train classes are held out to select the epoch (by MAP@R)")
     parser.add_argument("--pools", default="gsp,avg", help="heads to train: gsp (GSP + ZSR) and/or avg (GAP)")
@@ -457,7 +466,10 @@ def main(argv: list[str] | None = None) -> int:
         start = time.time()
         model, history, best = train_head(recipe, args.backbone_weights, train, val, test)
         folder = export(args, model, recipe, history, best, baseline, command)
-        print(f"[{pool}] selected epoch {best['epoch']} ({time.time() - start:.0f} s): test {format_metrics(best)}"
+        effective = f" (GSP effective locations {best['effective_locations']:.2f})" if pool == "gsp" else ""
+        shown = {key: value for key, value in best.items() if key != "effective_locations"}
+        print(f"[{pool}] selected epoch {best['epoch']} ({time.time() - start:.0f} s){effective}: test "
+              f"{format_metrics(shown)}"
               f"  -> {folder}", flush=True)
     return 0
 

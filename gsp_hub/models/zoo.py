@@ -14,16 +14,17 @@ offline with ``timm.create_model("local-dir:zoo/<name>", pretrained=True)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-__all__ = ["HUB_ORGANISATION", "ZOO", "ZooEntry", "zoo_model_args"]
+__all__ = ["HUB_ORGANISATION", "ZOO", "ZooEntry", "local_zoo_folder", "zoo_model_args"]
 
 HUB_ORGANISATION = "gsp-hub"
 
-_LITE0_TIN200_DATA = dict(
-    input_size=(3, 160, 160), interpolation="bicubic", crop_pct=1.0, crop_mode="center",
-    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), first_conv="backbone.conv_stem",
-)
+_LITE0_TIN200_DATA: dict[str, Any] = {
+    "input_size": (3, 160, 160), "interpolation": "bicubic", "crop_pct": 1.0, "crop_mode": "center",
+    "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "first_conv": "backbone.conv_stem",
+}
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry(
             architecture="gsp_tf_efficientnet_lite0",
             tag="tin200",
-            model_args=dict(embed_dim=512, num_prototypes=64, transport_ratio=0.3, gamma=5.0),
+            model_args={"embed_dim": 512, "num_prototypes": 64, "transport_ratio": 0.3, "gamma": 5.0},
             data_cfg=_LITE0_TIN200_DATA,
             license="other",
             description="GSP head on ImageNet EfficientNet-Lite0, Tiny-ImageNet-200 zero-shot retrieval",
@@ -60,7 +61,7 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry(
             architecture="gap_tf_efficientnet_lite0",
             tag="tin200",
-            model_args=dict(embed_dim=512),
+            model_args={"embed_dim": 512},
             data_cfg=_LITE0_TIN200_DATA,
             license="other",
             description="average-pooling twin of gsp_tf_efficientnet_lite0.tin200 (the same recipe)",
@@ -76,3 +77,20 @@ def zoo_model_args(architecture: str, pretrained_cfg: object) -> dict[str, Any]:
         return {}
     entry = ZOO.get(f"{architecture}.{pretrained_cfg}")
     return dict(entry.model_args) if entry is not None else {}
+
+
+def local_zoo_folder(name: str) -> Path:
+    """The repository's copy of zoo model ``name`` (``zoo/<name>``, Hub layout), for
+    ``timm.create_model(f"local-dir:{folder}", pretrained=True)`` without a network.
+
+    Raises KeyError for a name outside the zoo and FileNotFoundError when the package does not sit in a checkout of
+    the repository (a wheel install has no zoo/ folder: use the Hub name instead)."""
+    if name not in ZOO:
+        raise KeyError(f"{name!r} is not a zoo model; the zoo has {sorted(ZOO)}.")
+    folder = Path(__file__).resolve().parents[2] / "zoo" / name
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{folder} does not exist: gsp_hub is not installed from a checkout of its repository. Load "
+            f"timm.create_model({name!r}, pretrained=True) from the Hub instead."
+        )
+    return folder

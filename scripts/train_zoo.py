@@ -328,24 +328,32 @@ def split_features(args: argparse.Namespace) -> tuple[FeatureSplit, FeatureSplit
 
 
 # ---------------------------------------------------------------------------------------------------------- export
-def export(args: argparse.Namespace, model: torch.nn.Module, recipe: HeadRecipe, history: list[dict[str, float]],
-           best: dict[str, float], baseline: dict[str, float], command: str) -> Path:
-    """Hub folder ``<out-dir>/<name>.tin200`` via save_pretrained (test metrics of the selected epoch) + curves.png."""
-    name = model_name(recipe.pool)
-    test_metrics = {k: best[k] for k in ("recall@1", "recall@2", "recall@4", "recall@8", "r_precision", "map@r")}
+def verdict(metrics: dict[str, float], baseline: dict[str, float]) -> str:
+    """How a model compares with the frozen baseline, in words for its card (a clear win needs +1 point R@1 and
+    MAP@R)."""
+    recall, average_precision = (100 * (metrics[key] - baseline[key]) for key in ("recall@1", "map@r"))
+    verdict = "it clearly beats that baseline" if min(recall, average_precision) >= 1 else (
+        "it does NOT clearly beat that baseline (the frozen ImageNet features already know these ImageNet classes)")
+    return f"this model differs by {recall:+.2f} R@1 and {average_precision:+.2f} MAP@R points: {verdict}."
+
+
+def card_description(recipe: HeadRecipe, best: dict[str, float], baseline: dict[str, float], command: str) -> str:
+    """The card's opening text: the model, its data and selection, the frozen-baseline verdict, the command, licences
+    and the figures."""
     pool_text = (
         f"GSP (K={recipe.num_prototypes}, transport ratio {recipe.transport_ratio}, gamma {recipe.gamma}) trained "
         f"with {recipe.loss} + {recipe.zsr_weight} x zero-shot regulariser"
         if recipe.pool == "gsp" else f"global average pooling trained with {recipe.loss}"
     )
-    description = (
+    return (
         f"EfficientNet-Lite0 (ImageNet-1k weights, frozen) with a {recipe.embed_dim}-d per-location embedding and "
         f"{pool_text}, on Tiny-ImageNet-200 classes 0-{NUM_TRAIN_CLASSES - recipe.val_classes - 1} "
         f"({recipe.train_per_class} images per class at {recipe.image_size} px; classes "
         f"{NUM_TRAIN_CLASSES - recipe.val_classes}-{NUM_TRAIN_CLASSES - 1} held out to select the epoch, "
         f"{best['epoch']} of {recipe.epochs}). Metrics: leave-one-out retrieval on the 5,000 validation images of "
         f"the unseen classes 100-199. The frozen backbone with average pooling (1280-d, no training) gives "
-        f"R@1 {100 * baseline['recall@1']:.1f} / MAP@R {100 * baseline['map@r']:.1f} there at the same resolution.\n\n"
+        f"R@1 {100 * baseline['recall@1']:.1f} / MAP@R {100 * baseline['map@r']:.1f} there at the same resolution"
+        f"; {verdict(best, baseline)}\n\n"
         f"Reproduce: `{command}`\n\n"
         "Data: Tiny-ImageNet-200 (a subset of ImageNet) is available under the ImageNet terms of access, for "
         "non-commercial research and education only; these weights inherit that restriction. Backbone weights: "
@@ -356,6 +364,14 @@ def export(args: argparse.Namespace, model: torch.nn.Module, recipe: HeadRecipe,
            "prototype each location is transported to):\n\n![GSP transport map](transport_map.png)"
            if recipe.pool == "gsp" else "")
     )
+
+
+def export(args: argparse.Namespace, model: torch.nn.Module, recipe: HeadRecipe, history: list[dict[str, float]],
+           best: dict[str, float], baseline: dict[str, float], command: str) -> Path:
+    """Hub folder ``<out-dir>/<name>.tin200`` via save_pretrained (test metrics of the selected epoch) + curves.png."""
+    name = model_name(recipe.pool)
+    test_metrics = {k: best[k] for k in ("recall@1", "recall@2", "recall@4", "recall@8", "r_precision", "map@r")}
+    description = card_description(recipe, best, baseline, command)
     folder = save_pretrained(
         model,
         Path(args.out_dir) / name,

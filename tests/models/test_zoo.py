@@ -1,0 +1,90 @@
+"""The zoo: every published model is a timm pretrained tag with a Hub id, builds the architecture its weights need,
+and loads its weights from the repository's zoo/ folder offline: through a hand-built Hugging Face cache (the
+normal ``pretrained=True`` path) and through ``local-dir:``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+
+import gsp_hub
+from gsp_hub.models.zoo import HUB_ORGANISATION, ZOO, ZooEntry, local_zoo_folder
+
+ZOO_DIR = Path(__file__).resolve().parents[2] / "zoo"
+REVISION = "fedcba9876543210fedcba9876543210fedcba98"
+ENTRIES = list(ZOO.values())
+
+
+def entry_id(entry: ZooEntry) -> str:
+    return entry.name
+
+
+def test_zoo_folder_stays_under_60_mb() -> None:
+    total = sum(path.stat().st_size for path in ZOO_DIR.rglob("*") if path.is_file())
+    assert total < 60 * 2**20
+    assert sorted(path.name for path in ZOO_DIR.iterdir() if path.is_dir()) == sorted(ZOO)
+
+
+def test_local_zoo_folder_names_the_checkout_copy() -> None:
+    assert all(local_zoo_folder(name) == ZOO_DIR / name for name in ZOO)
+    with pytest.raises(KeyError, match="not a zoo model; the zoo has"):
+        local_zoo_folder("gsp_resnet50.cub")
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=entry_id)
+def test_zoo_names_are_timm_pretrained_tags_with_hub_ids(entry: ZooEntry) -> None:
+    assert entry.name in timm.list_pretrained(f"{entry.architecture}*")
+    model = timm.create_model(entry.name)
+    assert model.pretrained_cfg["hf_hub_id"] == f"{HUB_ORGANISATION}/{entry.name}"
+    assert model.pretrained_cfg["tag"] == entry.tag
+    assert model.embed.out_features == entry.model_args["embed_dim"]
+    data = timm.data.resolve_model_data_config(model)
+    assert data["input_size"] == entry.data_cfg["input_size"] and data["mean"] == entry.data_cfg["mean"]
+    # the bare name keeps the untrained default architecture and no weights
+    bare = timm.create_model(entry.architecture)
+    assert bare.pretrained_cfg.get("hf_hub_id") is None and bare.pretrained_cfg.get("tag") is None
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=entry_id)
+def test_zoo_folder_config_matches_the_registry(entry: ZooEntry) -> None:
+    config = json.loads((ZOO_DIR / entry.name / "config.json").read_text())
+    assert config["architecture"] == entry.architecture
+    assert {key: config["model_args"][key] for key in entry.model_args} == entry.model_args
+    assert tuple(config["pretrained_cfg"]["input_size"]) == entry.data_cfg["input_size"]
+    assert config["gsp_hub"]["repo_id"] == entry.hf_hub_id
+    card = (ZOO_DIR / entry.name / "README.md").read_text()
+    assert "retrieval.png" in card and (ZOO_DIR / entry.name / "retrieval.png").is_file()
+    if entry.architecture.startswith("gsp_"):
+        assert "transport_map.png" in card and (ZOO_DIR / entry.name / "transport_map.png").is_file()
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=entry_id)
+def test_pretrained_true_loads_the_zoo_weights_from_an_offline_cache(
+    entry: ZooEntry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / f"models--{entry.hf_hub_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(REVISION)
+    shutil.copytree(ZOO_DIR / entry.name, repo / "snapshots" / REVISION)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+    model = timm.create_model(entry.name, pretrained=True).eval()
+    expected = load_file(ZOO_DIR / entry.name / "model.safetensors")
+    loaded = model.state_dict()
+    assert loaded.keys() == expected.keys()
+    assert all(torch.equal(loaded[key], expected[key]) for key in expected)
+
+    pixels = torch.randn(2, *entry.data_cfg["input_size"], generator=torch.Generator().manual_seed(0))
+    local = timm.create_model(f"local-dir:{ZOO_DIR / entry.name}", pretrained=True).eval()
+    ours = gsp_hub.from_pretrained(ZOO_DIR / entry.name)
+    with torch.no_grad():
+        reference = model(pixels)
+        assert torch.equal(local(pixels), reference) and torch.equal(ours(pixels), reference)

@@ -1,7 +1,7 @@
 """Push every model folder of a zoo directory to the Hugging Face Hub.
 
-    python scripts/publish.py --zoo-dir /work/zoo --token hf_...        (or HF_TOKEN=hf_... in the environment)
-    python scripts/publish.py --zoo-dir /work/zoo --dry-run             (list what would be pushed; no token needed)
+    python scripts/publish.py --token hf_...        (or HF_TOKEN=hf_... in the environment; default --zoo-dir zoo/)
+    python scripts/publish.py --dry-run             (list what would be pushed; no token needed)
 
 Every sub-folder holding a ``config.json`` written by :func:`gsp_hub.hub.save_pretrained` is pushed to the Hub
 repository its card was written for (the export's ``repo_id``, e.g. ``gsp-hub/gsp_tf_efficientnet_lite0.tin200``)
@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 
 from gsp_hub.hub import push_to_hub, read_export_metadata
+
+ZOO_DIR = Path(__file__).resolve().parents[1] / "zoo"
 
 
 def zoo_folders(zoo_dir: Path) -> list[tuple[Path, str]]:
@@ -34,7 +36,8 @@ def zoo_folders(zoo_dir: Path) -> list[tuple[Path, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--zoo-dir", type=Path, required=True, help="folder of export folders (train_zoo --out-dir)")
+    parser.add_argument("--zoo-dir", type=Path, default=ZOO_DIR,
+                        help="folder of export folders (train_zoo --out-dir; default: the repository's zoo/)")
     parser.add_argument("--token", default=os.environ.get("HF_TOKEN"), help="Hub write token (default: $HF_TOKEN)")
     parser.add_argument("--private", action="store_true", help="create the repositories as private")
     parser.add_argument("--dry-run", action="store_true", help="only list folder -> repository")

@@ -7,6 +7,7 @@ huggingface_hub's own request hook stays installed, so offline mode is really sw
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -146,3 +147,18 @@ def test_push_after_retargeting_the_card(hub: MockHub, export_copy: Path) -> Non
     ((repo, files),) = hub.commits
     assert repo == "other/name" and files["model.safetensors"] == weights
     assert 'timm.create_model("hf-hub:other/name", pretrained=True)' in files["README.md"].decode()
+
+
+def test_publish_script_pushes_every_zoo_folder(hub: MockHub, capsys: pytest.CaptureFixture[str]) -> None:
+    """scripts/publish.py with its default --zoo-dir (the repository's zoo/): one commit per folder, to the repo
+    its card names, holding every file of the folder byte for byte."""
+    scripts = Path(__file__).resolve().parents[2] / "scripts"
+    spec = importlib.util.spec_from_file_location("publish", scripts / "publish.py")
+    publish = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(publish)
+    assert publish.main(["--token", "hf_test"]) == 0
+    folders = sorted(path for path in publish.ZOO_DIR.iterdir() if path.is_dir())
+    assert [repo for repo, _ in hub.commits] == [f"gsp-hub/{folder.name}" for folder in folders]
+    for (_, files), folder in zip(hub.commits, folders, strict=True):
+        assert files == {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}
+    assert capsys.readouterr().out.count("pushed ") == len(folders)

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from collage_experiment import add_seeded_run_arguments, report, runs_and_variants
 from train_zoo import (
     HeadRecipe,
+    add_cached_split_arguments,
     add_head_recipe_arguments,
     add_source_arguments,
     frozen_baseline,
@@ -39,10 +40,7 @@ DEFAULT_VARIANTS = ("gap:pool=avg", "gsp:pool=gsp,zsr_weight=0", "gsp+zsr:pool=g
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_source_arguments(parser)
-    parser.add_argument("--image-size", type=int, default=160)
-    parser.add_argument("--train-per-class", type=int, default=250)
-    parser.add_argument("--data-seed", type=int, default=0, help="seed of the cached choice of train images")
-    parser.add_argument("--val-classes", type=int, default=10)
+    add_cached_split_arguments(parser, train_per_class=250)
     parser.add_argument("--embed-init", choices=("pca", "whiten", "random"), default="whiten")
     add_head_recipe_arguments(parser, transport_ratio=0.3, gamma=5.0, epochs=6)
     parser.set_defaults(embed_dim=512, lr=1e-4)

@@ -332,9 +332,9 @@ def verdict(metrics: dict[str, float], baseline: dict[str, float]) -> str:
     """How a model compares with the frozen baseline, in words for its card (a clear win needs +1 point R@1 and
     MAP@R)."""
     recall, average_precision = (100 * (metrics[key] - baseline[key]) for key in ("recall@1", "map@r"))
-    verdict = "it clearly beats that baseline" if min(recall, average_precision) >= 1 else (
+    judgement = "it clearly beats that baseline" if min(recall, average_precision) >= 1 else (
         "it does NOT clearly beat that baseline (the frozen ImageNet features already know these ImageNet classes)")
-    return f"this model differs by {recall:+.2f} R@1 and {average_precision:+.2f} MAP@R points: {verdict}."
+    return f"this model differs by {recall:+.2f} R@1 and {average_precision:+.2f} MAP@R points: {judgement}."
 
 
 def card_description(recipe: HeadRecipe, best: dict[str, float], baseline: dict[str, float], command: str) -> str:
@@ -368,7 +368,8 @@ def card_description(recipe: HeadRecipe, best: dict[str, float], baseline: dict[
 
 def export(args: argparse.Namespace, model: torch.nn.Module, recipe: HeadRecipe, history: list[dict[str, float]],
            best: dict[str, float], baseline: dict[str, float], command: str) -> Path:
-    """Hub folder ``<out-dir>/<name>.tin200`` via save_pretrained (test metrics of the selected epoch) + curves.png."""
+    """Hub folder ``<out-dir>/<zoo name>`` via save_pretrained (test metrics of the selected epoch), curves.png,
+    history.json and, with ``--figures``, the card's figures."""
     name = model_name(recipe.pool)
     test_metrics = {k: best[k] for k in ("recall@1", "recall@2", "recall@4", "recall@8", "r_precision", "map@r")}
     description = card_description(recipe, best, baseline, command)
@@ -414,6 +415,15 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", required=True, help="where the backbone maps are cached (outside the repo)")
 
 
+def add_cached_split_arguments(parser: argparse.ArgumentParser, *, train_per_class: int) -> None:
+    """The options :func:`split_features` reads (shared with ``tin_fidelity.py``, whose default differs)."""
+    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--train-per-class", type=int, default=train_per_class)
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the cached choice of train images")
+    parser.add_argument("--val-classes", type=int, default=10,
+                        help="the last N of the 100 train classes are held out to select the epoch (by MAP@R)")
+
+
 def add_head_recipe_arguments(parser: argparse.ArgumentParser, *, transport_ratio: float, gamma: float,
                               epochs: int) -> None:
     """The head-training options shared by this script and ``collage_experiment.py`` (defaults differ per script)."""
@@ -435,14 +445,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out-dir", default=None, help="where the model folders are written")
     parser.add_argument("--stage", choices=("cache", "train", "all"), default="all")
     parser.add_argument("--part", choices=("train", "test", "both"), default="both", help="cache only this part")
-    parser.add_argument("--image-size", type=int, default=160)
-    parser.add_argument("--train-per-class", type=int, default=50)
+    add_cached_split_arguments(parser, train_per_class=50)
     parser.add_argument("--seed", type=int, default=0, help="seed of the head's initialisation and batches")
-    parser.add_argument("--data-seed", type=int, default=0, help="seed of the cached choice of train images")
     parser.add_argument("--figures", action=argparse.BooleanOptionalAction, default=True,
                         help="draw the card's retrieval grid / transport map (embeds the 5,000 test images again)")
-    parser.add_argument("--val-classes", type=int, default=10,
-                        help="the last N of the 100 train classes are held out to select the epoch (by MAP@R)")
     parser.add_argument("--pools", default="gsp,avg", help="heads to train: gsp (GSP + ZSR) and/or avg (GAP)")
     parser.add_argument("--embed-init", choices=("pca", "whiten", "random"), default="pca",
                         help="per-location embedding init: PCA of the pooled train features, PCA whitening, or "

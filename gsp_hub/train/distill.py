@@ -35,7 +35,11 @@ class DistillConfig(RunConfig):
     teacher: str = option("", "timm name of the teacher, e.g. cifar_resnet56 (required)", group="model")
     teacher_weights: str = option("", "teacher weights: a safetensors state_dict (e.g. ../shared/data/cifar10-resnets/"
                                   "resnet56.safetensors) or a gsp_hub export folder (required)", group="model")
-    student: str = option("cifar_resnet20", "timm name of the student (random init)", group="model")
+    student: str = option("cifar_resnet20", "timm name of the student", group="model")
+    student_weights: str = option("", "start the student from these weights instead of a random init (fine-tuning):"
+                                  " a safetensors state_dict (e.g. ../shared/data/cifar10-resnets/resnet20."
+                                  "safetensors) or a gsp_hub export folder; letKD layers still start fresh",
+                                  group="model")
     method: str = option("letkd1", "vanilla (CE), kd (Hinton, T=4), letkd1 (penultimate KD layer), letkd2 (+ the "
                          "intermediate layer)", group="model", choices=METHODS)
     img_size: int = option(32, "square input size in pixels", group="model")
@@ -134,6 +138,11 @@ class DistillConfig(RunConfig):
 
         import gsp_hub.models  # noqa: F401  (registers cifar_resnet* and the gsp_hub models with timm)
 
+        if self.student_weights and not Path(self.student_weights).exists():
+            raise FileNotFoundError(
+                f"--student-weights {self.student_weights}: no such file or folder; pass a safetensors state_dict of "
+                f"{self.student} or a gsp_hub export folder, or leave it empty for a random init."
+            )
         if self.teacher not in timm.list_models() and not Path(self.teacher_weights).is_dir():
             raise ValueError(f"--teacher {self.teacher!r} is not a timm architecture; see timm.list_models() or "
                              "`gsp-hub models`.")

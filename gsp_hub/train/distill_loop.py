@@ -81,6 +81,7 @@ __all__ = [
     "TARGETS_FILE_NAME",
     "Distiller",
     "distill",
+    "load_classifier",
     "load_student",
     "load_teacher",
     "predict",
@@ -96,29 +97,39 @@ _STUDENT_FORMAT = "gsp_hub.letkd_student"
 
 
 # -- models ---------------------------------------------------------------------------------------------------------
-def load_teacher(name: str, weights: str | Path, num_classes: int) -> nn.Module:
-    """The frozen-to-be teacher: a gsp_hub export folder, or ``timm.create_model(name)`` + a safetensors
-    state_dict loaded with ``strict=True`` (CIFAR ResNets through :func:`load_cifar10_weights`)."""
+def load_classifier(name: str, weights: str | Path, num_classes: int) -> nn.Module:
+    """A trained classifier: a gsp_hub export folder, or ``timm.create_model(name)`` + a safetensors state_dict
+    loaded with ``strict=True`` (CIFAR ResNets through :func:`load_cifar10_weights`); it must predict
+    ``num_classes`` classes."""
     weights = Path(weights)
     if weights.is_dir():
         from gsp_hub.hub import from_pretrained
 
-        teacher = from_pretrained(str(weights))
+        model = from_pretrained(str(weights))
     else:
-        teacher = timm.create_model(name, num_classes=num_classes)
-        if isinstance(teacher, CifarResNet):
-            load_cifar10_weights(teacher, weights)
+        model = timm.create_model(name, num_classes=num_classes)
+        if isinstance(model, CifarResNet):
+            load_cifar10_weights(model, weights)
         else:
-            teacher.load_state_dict(load_file(str(weights)), strict=True)
-    if int(getattr(teacher, "num_classes", 0)) != num_classes:
-        raise ValueError(f"the teacher predicts {getattr(teacher, 'num_classes', 0)} classes but the data set has "
-                         f"{num_classes}; distil on the teacher's label set.")
-    return teacher.eval().requires_grad_(False)
+            model.load_state_dict(load_file(str(weights)), strict=True)
+    if int(getattr(model, "num_classes", 0)) != num_classes:
+        raise ValueError(f"{weights} predicts {getattr(model, 'num_classes', 0)} classes but the data set has "
+                         f"{num_classes}; distil on the model's label set.")
+    return model
+
+
+def load_teacher(name: str, weights: str | Path, num_classes: int) -> nn.Module:
+    """The frozen teacher (:func:`load_classifier` in eval mode, no gradients)."""
+    return load_classifier(name, weights, num_classes).eval().requires_grad_(False)
 
 
 def create_student(config: DistillConfig, num_classes: int) -> nn.Module:
-    """``timm.create_model(config.student)``, with LeTKD layers for letkd1 / letkd2."""
-    student = timm.create_model(config.student, num_classes=num_classes)
+    """``timm.create_model(config.student)`` (random init, or ``config.student_weights``), with LeTKD layers for
+    letkd1 / letkd2 (always freshly initialised)."""
+    if config.student_weights:
+        student = load_classifier(config.student, config.student_weights, num_classes).train()
+    else:
+        student = timm.create_model(config.student, num_classes=num_classes)
     if not config.is_letkd:
         return student
     return letkd_student(

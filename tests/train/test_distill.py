@@ -20,6 +20,7 @@ from gsp_hub.train.distill import DistillConfig
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 CIFAR10 = SHARED_DATA / "cifar10-jpeg"
 TEACHER_WEIGHTS = SHARED_DATA / "cifar10-resnets" / "resnet56.safetensors"
+STUDENT_WEIGHTS = SHARED_DATA / "cifar10-resnets" / "resnet20.safetensors"
 
 pytestmark = pytest.mark.skipif(not (CIFAR10.is_dir() and TEACHER_WEIGHTS.is_file()),
                                 reason="needs ../shared/data/cifar10-jpeg and cifar10-resnets")
@@ -93,10 +94,34 @@ def test_letkd2_resume_after_a_stop_equals_a_straight_run(tmp_path):
         json.loads((stopped / "metrics.json").read_text())["best"]["top1"], abs=1e-6)
 
 
+def test_student_weights_start_a_fine_tune_from_the_trained_student(tmp_path):
+    run_dir = tmp_path / "vanilla"
+    assert main(_args(run_dir, "vanilla", "--student-weights", str(STUDENT_WEIGHTS), "--eval-at-start",
+                      "--max-steps", "1")) == 0
+    history = json.loads((run_dir / "metrics.json").read_text())["history"]
+    assert history[0]["step"] == 0 and history[0]["top1"] > 0.6  # the shared ResNet-20 (81.0 %); random: ~0.1
+
+
+def test_letkd_student_keeps_the_given_weights_and_adds_fresh_kd_layers():
+    import timm
+
+    from gsp_hub.models.cifar_resnet import load_cifar10_weights
+    from gsp_hub.train.distill_loop import create_student
+
+    config = DistillConfig(teacher="cifar_resnet56", teacher_weights=str(TEACHER_WEIGHTS), dataset=str(CIFAR10),
+                           student_weights=str(STUDENT_WEIGHTS), method="letkd1", num_codes=64)
+    student = create_student(config, 10).state_dict()
+    trained = load_cifar10_weights(timm.create_model("cifar_resnet20", num_classes=10), STUDENT_WEIGHTS).state_dict()
+    for key, value in trained.items():
+        assert torch.equal(student[f"model.{key}"], value), key
+    assert any(".match." in key for key in student)  # the KD layer is there, on top of the trained weights
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
         (["--teacher-weights", "/nonexistent/resnet56.safetensors"], r"--teacher-weights .*no such file"),
+        (["--student-weights", "/nonexistent/resnet20.safetensors"], r"--student-weights .*no such file"),
         (["--teacher", ""], r"needs --teacher\b"),
         (["--dataset", ""], r"needs --dataset"),
         (["--student", "no_such_net"], r"--student 'no_such_net' is not a timm architecture"),

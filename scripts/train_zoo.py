@@ -167,6 +167,7 @@ class HeadRecipe:
     weight_decay: float
     epochs: int
     seed: int
+    prototype_lr_scale: float = 1.0  # GSP prototypes learn at lr x this (they start far from where they must go)
 
 
 @dataclass
@@ -274,9 +275,12 @@ def train_head(
         create_loss(recipe.loss, num_classes=len(classes), embed_dim=recipe.embed_dim),
         regularizer, weight=recipe.zsr_weight if regularizer is not None else 0.0,
     )
-    head_parameters = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+    head = {n: p for n, p in model.named_parameters() if not n.startswith("backbone.")}
+    prototypes = [p for n, p in head.items() if n == "pool.prototypes"]
+    others = [p for n, p in head.items() if n != "pool.prototypes"] + list(criterion.parameters())
     optimizer = torch.optim.AdamW(
-        head_parameters + list(criterion.parameters()), lr=recipe.lr, weight_decay=recipe.weight_decay
+        [{"params": others}, {"params": prototypes, "lr": recipe.lr * recipe.prototype_lr_scale}],
+        lr=recipe.lr, weight_decay=recipe.weight_decay,
     )
     sampler = MPerClassBatchSampler(
         labels.numpy(), m=recipe.images_per_class,

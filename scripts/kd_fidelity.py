@@ -49,9 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the student's starting weights ('' for a random init)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--num-codes", type=int, default=4096, help="letKD penultimate codewords (paper: 4096)")
+    parser.add_argument("--num-codes", type=int, default=1024,
+                        help="letKD penultimate codewords (paper: 4096, 4x slower per step on this CPU)")
     parser.add_argument("--target-batches", type=int, default=100,
                         help="letKD targets fitted on this many non-augmented train batches of 64 (0: all 50,000)")
+    parser.add_argument("--max-train-images", type=int, default=0, help="a seeded subset, for a quick look (0: all)")
+    parser.add_argument("--max-test-images", type=int, default=0, help="a seeded subset, for a quick look (0: all)")
     parser.add_argument("--runs-dir", default="runs/kd_fidelity", help="one distill run folder per (method, seed)")
     parser.add_argument("--out", default=None, help="JSON of every run and the summary")
     parser.add_argument("--merge", action="append", default=[], help="JSON of earlier runs to report with these")
@@ -59,21 +62,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run(args: argparse.Namespace, method: str, seed: int) -> dict:
-    """One fine-tune; top-1 before and after, the teacher's top-1 and the wall time."""
+_RUN_ONLY_FIELDS = ("output_dir", "overwrite", "eval_teacher")  # may differ between a finished run and a new one
+_LETKD_FIELDS = ("num_codes", "subclasses_per_class", "lda_dim", "alpha_pen", "alpha_inter", "target_batches")
+
+
+def run(args: argparse.Namespace, method: str, seed: int, eval_teacher: bool) -> dict:
+    """One fine-tune; top-1 before and after (and the teacher's, with ``eval_teacher``) and the wall time. A run
+    folder that already holds a finished run of the same recipe is read instead of trained again."""
     started = time.time()
-    summary = distill(DistillConfig(
+    run_dir = Path(args.runs_dir) / f"{method}_seed{seed}"
+    config = DistillConfig(
         teacher=args.teacher, teacher_weights=args.teacher_weights, student=args.student,
-        student_weights=args.student_weights, method=method, dataset=args.dataset, num_codes=args.num_codes,
+        student_weights=args.student_weights, method=method, dataset=args.dataset,
+        max_train_images=args.max_train_images, max_test_images=args.max_test_images, num_codes=args.num_codes,
         target_batches=args.target_batches, lr=args.lr, epochs=args.epochs, seed=seed, eval_at_start=True,
-        output_dir=str(Path(args.runs_dir) / f"{method}_seed{seed}"), overwrite=True, log_every=100, cpu=True,
-    ))
+        eval_teacher=eval_teacher, output_dir=str(run_dir), overwrite=True, log_every=100, cpu=True,
+    )
+    summary = _finished_run(run_dir, config)
+    reused = summary is not None
+    summary = summary or distill(config)
     history = summary["history"]
-    metrics = {"top1_start": history[0]["top1"], "top1_last": history[-1]["top1"],
-               "teacher_top1": summary["teacher"]["top1"]}
+    metrics = {"top1_start": history[0]["top1"], "top1_last": history[-1]["top1"]}
+    if summary["teacher"] is not None:
+        metrics["teacher_top1"] = summary["teacher"]["top1"]
     print(f"== {method} seed {seed}: top-1 {100 * metrics['top1_start']:.2f} -> {100 * metrics['top1_last']:.2f} "
-          f"(teacher {100 * metrics['teacher_top1']:.2f}; {time.time() - started:.0f} s)", flush=True)
-    return {"variant": method, "seed": seed, "metrics": metrics, "history": history, "seconds": time.time() - started}
+          f"({'read from ' + str(run_dir) if reused else f'{time.time() - started:.0f} s'})", flush=True)
+    return {"variant": method, "seed": seed, "metrics": metrics, "history": history,
+            "seconds": summary.get("seconds", time.time() - started) if reused else time.time() - started}
+
+
+def _finished_run(run_dir: Path, config: DistillConfig) -> dict | None:
+    """The metrics.json of a finished run of the same recipe in ``run_dir``, else None."""
+    metrics, saved = run_dir / "metrics.json", run_dir / "distill_config.yaml"
+    if not (metrics.is_file() and saved.is_file()):
+        return None
+    old, new = DistillConfig.from_yaml(saved).to_dict(), config.to_dict()
+    ignored = _RUN_ONLY_FIELDS + (() if config.is_letkd else _LETKD_FIELDS)
+    if any(old[key] != new[key] for key in new if key not in ignored):
+        return None
+    summary = json.loads(metrics.read_text(encoding="utf-8"))
+    return summary if summary["last"] and summary["last"]["epoch"] >= config.epochs else None
 
 
 def markdown(summary: dict, reference: str, teacher_top1: float) -> str:
@@ -102,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     command = "python scripts/kd_fidelity.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for seed in seeds:
         for method in methods:
-            runs.append(run(args, method, seed))
-    teacher_top1 = float(np.mean([r["metrics"]["teacher_top1"] for r in runs]))
+            runs.append(run(args, method, seed, eval_teacher=not any("teacher_top1" in r["metrics"] for r in runs)))
+            if args.out:  # partial results survive a stop
+                write_json(Path(args.out), {"command": command, "runs": runs})
+    teacher_top1 = float(np.mean([r["metrics"]["teacher_top1"] for r in runs if "teacher_top1" in r["metrics"]]))
     summary = summarise(runs, names, names[0], KEYS)
     table = markdown(summary, names[0], teacher_top1)
     print(table)

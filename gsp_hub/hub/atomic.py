@@ -30,6 +30,8 @@ def atomic_directory(directory: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield staging
         os.chmod(staging, 0o755)  # mkdtemp creates 0o700; an export folder is meant to be shared
+        for path in staging.rglob("*"):  # files written through temp files (timm's weights) are 0o600 too
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
         if target.exists():
             backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             os.replace(target, backup / target.name)

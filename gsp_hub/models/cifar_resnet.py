@@ -40,6 +40,8 @@ from timm.layers import SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
+from gsp_hub.models.zoo import zoo_pretrained_cfgs
+
 __all__ = ["CifarBasicBlock", "CifarResNet", "load_cifar10_weights"]
 
 
@@ -201,8 +203,9 @@ def load_cifar10_weights(model: CifarResNet, path: str | Path) -> CifarResNet:
     return model
 
 
-def _cfg(**kwargs: Any) -> dict[str, Any]:
-    return dict(
+def cifar_pretrained_cfg(**kwargs: Any) -> dict[str, Any]:
+    """timm pretrained-config fields of a CIFAR ResNet (32 px, ImageNet mean / std), overridden by ``kwargs``."""
+    return {**dict(
         num_classes=10,
         input_size=(3, 32, 32),
         pool_size=(8, 8),
@@ -213,13 +216,15 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
         first_conv="conv1",
         classifier="linear",
         paper_ids="arXiv:1512.03385",
-        **kwargs,
-    )
+    ), **kwargs}
 
 
-default_cfgs = generate_default_cfgs(
-    {name: _cfg() for name in (f"cifar_resnet{depth}" for depth in ("20", "32", "44", "56", "110", "8x4", "32x4"))}
-)
+_NAMES = tuple(f"cifar_resnet{depth}" for depth in ("20", "32", "44", "56", "110", "8x4", "32x4"))
+# Zoo tags first; the untagged configs are timm's explicit default ("*"), so bare names stay untrained.
+default_cfgs = generate_default_cfgs({
+    **{name: cifar_pretrained_cfg(**fields) for name, fields in zoo_pretrained_cfgs(_NAMES).items()},
+    **{f"{name}.*": cifar_pretrained_cfg() for name in _NAMES},
+})
 
 
 _X4_WIDTHS: dict[str, Any] = dict(stem_channels=32, stage_channels=(64, 128, 256))

@@ -16,7 +16,7 @@ import timm
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from gsp_hub.models.metric_net import MetricNet
-from gsp_hub.models.zoo import ZOO, zoo_model_args
+from gsp_hub.models.zoo import zoo_model_args, zoo_pretrained_cfgs
 
 __all__ = ["NAMED_MODELS", "metric_net", "data_cfg_of_backbone"]
 
@@ -44,9 +44,8 @@ def data_cfg_of_backbone(backbone: str) -> dict[str, Any]:
 default_cfgs = generate_default_cfgs(
     {
         **{
-            name: dict(num_classes=0, classifier="head", hf_hub_id=entry.hf_hub_id, license=entry.license,
-                       description=entry.description, **entry.data_cfg)
-            for name, entry in ZOO.items()
+            name: dict(num_classes=0, classifier="head", **fields)
+            for name, fields in zoo_pretrained_cfgs(NAMED_MODELS).items()
         },
         "metric_net.*": dict(num_classes=0, classifier="head", license="apache-2.0"),
         **{
@@ -72,9 +71,10 @@ def metric_net(pretrained: bool = False, backbone: str = "resnet50", **kwargs: A
 def _named_entrypoint(name: str, backbone: str, pool: str) -> Callable[..., MetricNet]:
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> MetricNet:
         kwargs.setdefault("pool", pool)
-        for key, value in zoo_model_args(name, kwargs.get("pretrained_cfg")).items():
-            kwargs.setdefault(key, value)
-        return build_model_with_cfg(MetricNet, name, pretrained, backbone=backbone, **kwargs)
+        zoo_args = zoo_model_args(name, kwargs.get("pretrained_cfg"))
+        model = build_model_with_cfg(MetricNet, name, pretrained, backbone=backbone, **{**zoo_args, **kwargs})
+        model._model_args = {**getattr(model, "_model_args", {}), **zoo_args}  # recorded in exports' model_args
+        return model
 
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = __name__

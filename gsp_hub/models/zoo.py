@@ -1,8 +1,9 @@
-"""The published gsp_hub models (the zoo): pretrained tags of the named MetricNets.
+"""The published gsp_hub models (the zoo): pretrained tags of the named MetricNets and of the CIFAR-10 students.
 
 Each entry names a registered architecture and a pretrained tag, the Hub repository holding the weights, the
-constructor arguments the weights need and the preprocessing they were trained with. :mod:`gsp_hub.models.registry`
-turns the entries into timm ``default_cfgs`` with an ``hf_hub_id``, so that
+constructor arguments the weights need and the preprocessing they were trained with. The module that registers the
+architecture (:mod:`gsp_hub.models.registry`, :mod:`~gsp_hub.models.cifar_resnet`,
+:mod:`~gsp_hub.models.letkd_cifar`) turns its entries into timm ``default_cfgs`` with an ``hf_hub_id``, so that
 
     timm.create_model("gsp_tf_efficientnet_lite0.tin200", pretrained=True)
 
@@ -13,17 +14,25 @@ offline with ``timm.create_model("local-dir:zoo/<name>", pretrained=True)``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HUB_ORGANISATION", "ZOO", "ZooEntry", "local_zoo_folder", "zoo_model_args"]
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+__all__ = ["HUB_ORGANISATION", "ZOO", "ZooEntry", "local_zoo_folder", "zoo_model_args", "zoo_pretrained_cfgs"]
 
 HUB_ORGANISATION = "gsp-hub"
 
 _LITE0_TIN200_DATA: dict[str, Any] = {
     "input_size": (3, 160, 160), "interpolation": "bicubic", "crop_pct": 1.0, "crop_mode": "center",
     "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "first_conv": "backbone.conv_stem",
+}
+# The shared CIFAR-10 ResNets were trained on 32 px images normalised with the ImageNet mean / std.
+_CIFAR10_DATA: dict[str, Any] = {
+    "input_size": (3, 32, 32), "interpolation": "bilinear", "crop_pct": 1.0,
+    "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
 }
 
 
@@ -46,6 +55,11 @@ class ZooEntry:
     def hf_hub_id(self) -> str:
         return f"{HUB_ORGANISATION}/{self.name}"
 
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """The timm pretrained-config fields this entry sets: Hub id, licence, description, preprocessing."""
+        return {"hf_hub_id": self.hf_hub_id, "license": self.license, "description": self.description,
+                **self.data_cfg}
+
 
 ZOO: dict[str, ZooEntry] = {
     entry.name: entry
@@ -66,8 +80,31 @@ ZOO: dict[str, ZooEntry] = {
             license="other",
             description="average-pooling twin of gsp_tf_efficientnet_lite0.tin200 (the same recipe)",
         ),
+        ZooEntry(
+            architecture="letkd_cifar_resnet20",
+            tag="cifar10",
+            model_args={"num_codes": 1024},
+            data_cfg=_CIFAR10_DATA,
+            license="bsd-2-clause",
+            description="letKD-1 ResNet-20 student (1,024 templates) of a ResNet-56 teacher, fine-tuned on CIFAR-10 "
+                        "(JPEG copy)",
+        ),
+        ZooEntry(
+            architecture="cifar_resnet20",
+            tag="cifar10",
+            model_args={},
+            data_cfg=_CIFAR10_DATA,
+            license="bsd-2-clause",
+            description="vanilla twin of letkd_cifar_resnet20.cifar10 (the same fine-tune, cross-entropy only)",
+        ),
     )
 }
+
+
+def zoo_pretrained_cfgs(architectures: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """``{"<architecture>.<tag>": pretrained-config fields}`` of the zoo entries of ``architectures``."""
+    wanted = set(architectures)
+    return {name: entry.pretrained_cfg() for name, entry in ZOO.items() if entry.architecture in wanted}
 
 
 def zoo_model_args(architecture: str, pretrained_cfg: object) -> dict[str, Any]:

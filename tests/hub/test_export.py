@@ -53,6 +53,8 @@ def test_export_layout_config_and_weights(export_dir: Path, trained_model: torch
     assert meta["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     saved, expected = safetensors.torch.load_file(weights), trained_model.state_dict()
     assert saved.keys() == expected.keys() and all(torch.equal(saved[k], expected[k]) for k in expected)
+    # a shared export: every file readable by others (timm writes the weights through a 0o600 temp file)
+    assert all(path.stat().st_mode & 0o044 == 0o044 for path in export_dir.iterdir())
 
 
 def test_named_architecture_round_trip(tmp_path: Path) -> None:

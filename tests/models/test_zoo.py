@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import gsp_hub
+from gsp_hub.hub import save_pretrained
 from gsp_hub.models.zoo import HUB_ORGANISATION, ZOO, ZooEntry, local_zoo_folder
 
 ZOO_DIR = Path(__file__).resolve().parents[2] / "zoo"
@@ -44,12 +45,24 @@ def test_zoo_names_are_timm_pretrained_tags_with_hub_ids(entry: ZooEntry) -> Non
     model = timm.create_model(entry.name)
     assert model.pretrained_cfg["hf_hub_id"] == f"{HUB_ORGANISATION}/{entry.name}"
     assert model.pretrained_cfg["tag"] == entry.tag
-    assert model.embed.out_features == entry.model_args["embed_dim"]
+    # the tag builds the architecture the weights need: the same shapes as the explicit constructor arguments
+    explicit = timm.create_model(entry.architecture, **entry.model_args)
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in explicit.state_dict().items()}
     data = timm.data.resolve_model_data_config(model)
     assert data["input_size"] == entry.data_cfg["input_size"] and data["mean"] == entry.data_cfg["mean"]
     # the bare name keeps the untrained default architecture and no weights
     bare = timm.create_model(entry.architecture)
     assert bare.pretrained_cfg.get("hf_hub_id") is None and bare.pretrained_cfg.get("tag") is None
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=entry_id)
+def test_a_model_built_from_its_tag_exports_the_arguments_its_weights_need(entry: ZooEntry, tmp_path: Path) -> None:
+    model = timm.create_model(entry.name).eval()
+    folder = save_pretrained(model, tmp_path / "export")
+    config = json.loads((folder / "config.json").read_text())
+    assert {key: config["model_args"][key] for key in entry.model_args} == entry.model_args
+    reloaded = timm.create_model(f"local-dir:{folder}", pretrained=True).state_dict()
+    assert all(torch.equal(reloaded[key], value) for key, value in model.state_dict().items())
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=entry_id)

@@ -5,7 +5,15 @@ from gsp_hub.models.letkd_cifar import letkd_cifar_resnet20
 from gsp_hub.models.metric_net import MetricNet
 from gsp_hub.models.registry import NAMED_MODELS, data_cfg_of_backbone
 
-__all__ = ["CifarResNet", "MetricNet", "NAMED_MODELS", "data_cfg_of_backbone", "list_gsp_models", "letkd_cifar_resnet20", "load_cifar10_weights"]
+__all__ = [
+    "CifarResNet",
+    "MetricNet",
+    "NAMED_MODELS",
+    "data_cfg_of_backbone",
+    "letkd_cifar_resnet20",
+    "list_gsp_models",
+    "load_cifar10_weights",
+]
 
 
 def list_gsp_models() -> list[str]:

@@ -125,4 +125,5 @@ def test_models_cli_lists_models_and_pools(capsys: pytest.CaptureFixture[str]) -
     assert main(["models", "--filter", "gsp_"]) == 0
     printed = capsys.readouterr().out
     assert all(name in printed for name in REQUIRED) and "gsp" in printed.splitlines()[-1]
-    assert "gsp_tf_efficientnet_lite0.tin200" in printed and "cifar_resnet20.cifar10" not in printed  # the zoo, filtered
+    # the zoo models, filtered like the architectures
+    assert "gsp_tf_efficientnet_lite0.tin200" in printed and "cifar_resnet20.cifar10" not in printed

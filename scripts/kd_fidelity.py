@@ -68,7 +68,8 @@ _LETKD_FIELDS = ("num_codes", "subclasses_per_class", "lda_dim", "alpha_pen", "a
 
 def run(args: argparse.Namespace, method: str, seed: int, eval_teacher: bool) -> dict:
     """One fine-tune; top-1 before and after (and the teacher's, with ``eval_teacher``) and the wall time. A run
-    folder that already holds a finished run of the same recipe is read instead of trained again."""
+    folder that already holds a finished run of the same recipe is read instead of trained again (its wall time is
+    then unknown: ``None``)."""
     started = time.time()
     run_dir = Path(args.runs_dir) / f"{method}_seed{seed}"
     config = DistillConfig(
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace, method: str, seed: int, eval_teacher: bool) ->
     print(f"== {method} seed {seed}: top-1 {100 * metrics['top1_start']:.2f} -> {100 * metrics['top1_last']:.2f} "
           f"({'read from ' + str(run_dir) if reused else f'{time.time() - started:.0f} s'})", flush=True)
     return {"variant": method, "seed": seed, "metrics": metrics, "history": history,
-            "seconds": summary.get("seconds", time.time() - started) if reused else time.time() - started}
+            "seconds": None if reused else time.time() - started}
 
 
 def _finished_run(run_dir: Path, config: DistillConfig) -> dict | None:

@@ -38,6 +38,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TEACHER_RUN = "teacher_r56_ft"
 PUBLISHED_SEED = 0
 ZOO_NAMES = {"letkd1": "letkd_cifar_resnet20.cifar10", "vanilla": "cifar_resnet20.cifar10"}
+METHOD_NAMES = {"vanilla": "vanilla", "kd": "Hinton KD", "letkd1": "letKD-1", "letkd2": "letKD-2"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -115,7 +116,7 @@ def fidelity_summary(path: Path) -> str:
         last = stats["top1_last"]
         paired = "" if method == "vanilla" else \
             f", {100 * last['diff_mean']:+.2f} vs vanilla, higher in {last['wins']}/{last['n']} seeds"
-        parts.append(f"{method} {100 * last['mean']:.2f} ± {100 * last['std']:.2f}{paired}")
+        parts.append(f"{METHOD_NAMES.get(method, method)} {100 * last['mean']:.2f} ± {100 * last['std']:.2f}{paired}")
     return (f"Under this recipe over {summary['vanilla']['top1_last']['n']} paired seeds (benchmarks/RESULTS.md): "
             + "; ".join(parts) + ".")
 

@@ -95,10 +95,12 @@ def cache_features(args: argparse.Namespace, part: str, image_size: int) -> Path
 
 
 def cache_maps(split: Dataset, rows: np.ndarray, folder: Path, image_size: int, backbone_weights: str | None,
-               description: str = "cache") -> Path:
+               description: str = "cache", from_block: int = 0) -> Path:
     """Frozen ImageNet EfficientNet-Lite0 maps of ``split[rows]`` (images resized to ``image_size``, bicubic, mean =
     std = 0.5) -> ``folder/chunk_XXXX.safetensors`` of ``CHUNK_SIZE`` rows each: features (B, H*W, 1280) fp16, labels
-    (B,), rows (B,). Written atomically; existing chunks are kept (an interrupted run resumes)."""
+    (B,), rows (B,). With ``from_block`` N > 0 the features are instead the input of ``backbone.blocks[N]`` (B, C, h,
+    w), for heads that fine-tune the backbone from that block on. Written atomically; existing chunks are kept (an
+    interrupted run resumes)."""
     folder.mkdir(parents=True, exist_ok=True)
     model = load_efficientnet_lite0_imagenet(
         timm.create_model("gap_tf_efficientnet_lite0", embed_dim=0), backbone_weights
@@ -117,7 +119,7 @@ def cache_maps(split: Dataset, rows: np.ndarray, folder: Path, image_size: int, 
         pixels = torch.stack([transform(decode_image(value)) for value in batch["image"]])
         with torch.inference_mode():
             features = torch.cat([
-                model.forward_features(part_pixels.contiguous(memory_format=torch.channels_last))
+                _frozen_features(model, part_pixels.contiguous(memory_format=torch.channels_last), from_block)
                 for part_pixels in pixels.split(50)
             ])
         tensors = {
@@ -130,6 +132,25 @@ def cache_maps(split: Dataset, rows: np.ndarray, folder: Path, image_size: int, 
         save_file(tensors, temporary)
         os.replace(temporary, target)
     return folder
+
+
+def _frozen_features(model: torch.nn.Module, pixels: torch.Tensor, from_block: int) -> torch.Tensor:
+    """Images (B, 3, H, W) -> the final map (B, H*W, 1280), or with ``from_block`` N > 0 the input of block N."""
+    if not from_block:
+        return model.forward_features(pixels)
+    backbone = model.backbone
+    return backbone.blocks[:from_block](backbone.bn1(backbone.conv_stem(pixels))).contiguous()
+
+
+def local_features(model: torch.nn.Module, cached: torch.Tensor) -> torch.Tensor:
+    """Cached features -> the backbone's local features (B, N, 1280) in fp32: final maps (B, N, 1280) as they are;
+    maps cached at the input of block ``recipe.finetune_from_block`` (B, C, h, w) run through the rest of the
+    backbone (its trainable top)."""
+    if cached.ndim == 3:
+        return cached.float()
+    backbone, from_block = model.backbone, model.finetune_from_block
+    top = backbone.bn2(backbone.conv_head(backbone.blocks[from_block:](cached.float())))
+    return top.flatten(2).transpose(1, 2)
 
 
 def load_cache(folder: Path, num_chunks: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,6 +189,8 @@ class HeadRecipe:
     epochs: int
     seed: int
     prototype_lr_scale: float = 1.0  # GSP prototypes learn at lr x this (they start far from where they must go)
+    finetune_from_block: int = 0  # N > 0: backbone blocks[N:], conv_head and bn2 train too (BN statistics frozen)
+    backbone_lr_scale: float = 0.1  # those backbone layers learn at lr x this
 
 
 @dataclass
@@ -196,18 +219,23 @@ def build_model(recipe: HeadRecipe, backbone_weights: str | None) -> torch.nn.Mo
     model = timm.create_model(model_name(recipe.pool), embed_dim=recipe.embed_dim, **pool_kwargs)
     load_efficientnet_lite0_imagenet(model, backbone_weights)
     model.backbone.requires_grad_(False)
+    model.finetune_from_block = recipe.finetune_from_block
+    if recipe.finetune_from_block:
+        backbone = model.backbone
+        for module in (backbone.blocks[recipe.finetune_from_block:], backbone.conv_head, backbone.bn2):
+            module.requires_grad_(True)
     return model.eval()
 
 
 @torch.no_grad()
 def embed(model: torch.nn.Module, features: torch.Tensor, batch_size: int = 500) -> tuple[torch.Tensor, float | None]:
-    """Cached maps (M, N, 1280) -> (embeddings (M, D), mean effective number of pooled locations or None).
+    """Cached features (M, ...) -> (embeddings (M, D), mean effective number of pooled locations or None).
 
     The effective number of locations of one image is exp(entropy) of its pooling weights (N for uniform weights).
     """
     outputs, effective = [], []
     for part in features.split(batch_size):
-        embedding, aux = model.forward_head(part.float(), pre_logits=True, return_aux=True)
+        embedding, aux = model.forward_head(local_features(model, part), pre_logits=True, return_aux=True)
         outputs.append(embedding)
         if aux is not None:
             weights = aux.weights.clamp(min=1e-12)
@@ -234,7 +262,7 @@ def init_embedding_pca_(model: torch.nn.Module, train: FeatureSplit, whiten: boo
     """Embedding := projection on the top ``embed_dim`` principal axes of the image-level (average-pooled) train
     features, centred: the untrained GAP head then equals centred PCA of the frozen baseline's 1280-d vectors.
     ``whiten`` also divides each axis by its standard deviation (PCA whitening: every direction counts equally)."""
-    pooled = train.features.double().mean(1)  # (M, 1280)
+    pooled = torch.cat([local_features(model, part).mean(1) for part in train.features.split(500)]).double()
     mean = pooled.mean(0)
     variances, axes = torch.linalg.eigh(torch.cov(pooled.T))  # ascending eigenvalues
     dim = model.embed.out_features
@@ -249,7 +277,7 @@ def init_embedding_pca_(model: torch.nn.Module, train: FeatureSplit, whiten: boo
 def init_prototypes(model: torch.nn.Module, train: FeatureSplit, generator: torch.Generator) -> None:
     """GSP warm-up (spec §6): greedy k-center over the average-pooled embeddings of ``memory_size`` random images."""
     rows = torch.randperm(len(train.labels), generator=generator)[: model.pool.memory_size]
-    model.pool.init_prototypes_(model.embed(train.features[rows].float()).mean(1))
+    model.pool.init_prototypes_(model.embed(local_features(model, train.features[rows])).mean(1))
 
 
 def train_head(
@@ -278,8 +306,10 @@ def train_head(
     head = {n: p for n, p in model.named_parameters() if not n.startswith("backbone.")}
     prototypes = [p for n, p in head.items() if n == "pool.prototypes"]
     others = [p for n, p in head.items() if n != "pool.prototypes"] + list(criterion.parameters())
+    backbone_top = [p for p in model.backbone.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        [{"params": others}, {"params": prototypes, "lr": recipe.lr * recipe.prototype_lr_scale}],
+        [{"params": others}, {"params": prototypes, "lr": recipe.lr * recipe.prototype_lr_scale},
+         {"params": backbone_top, "lr": recipe.lr * recipe.backbone_lr_scale}],
         lr=recipe.lr, weight_decay=recipe.weight_decay,
     )
     sampler = MPerClassBatchSampler(
@@ -291,9 +321,10 @@ def train_head(
     for epoch in range(1, recipe.epochs + 1):
         sampler.set_epoch(epoch)
         model.train()
+        model.backbone.eval()  # frozen BN statistics: m-per-class batches are not the image distribution
         losses = []
         for batch in tqdm(sampler, desc=f"{recipe.pool} epoch {epoch}", unit="step", leave=False):
-            tokens, batch_labels = train.features[batch].float(), labels[batch]
+            tokens, batch_labels = local_features(model, train.features[batch]), labels[batch]
             embeddings, aux = model.forward_head(tokens, pre_logits=True, return_aux=True)
             loss = criterion(embeddings, batch_labels, aux.attributes if aux is not None else None)
             optimizer.zero_grad(set_to_none=True)

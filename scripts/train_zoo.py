@@ -262,7 +262,7 @@ def init_embedding_pca_(model: torch.nn.Module, train: FeatureSplit, whiten: boo
     """Embedding := projection on the top ``embed_dim`` principal axes of the image-level (average-pooled) train
     features, centred: the untrained GAP head then equals centred PCA of the frozen baseline's 1280-d vectors.
     ``whiten`` also divides each axis by its standard deviation (PCA whitening: every direction counts equally)."""
-    pooled = torch.cat([local_features(model, part).mean(1) for part in train.features.split(500)]).double()
+    pooled = torch.cat([local_features(model, part).double().mean(1) for part in train.features.split(500)])
     mean = pooled.mean(0)
     variances, axes = torch.linalg.eigh(torch.cov(pooled.T))  # ascending eigenvalues
     dim = model.embed.out_features

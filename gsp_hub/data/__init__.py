@@ -37,7 +37,14 @@ from gsp_hub.data.loading import (
     load_image_dataset,
 )
 from gsp_hub.data.sampler import MPerClassBatchSampler
-from gsp_hub.data.splits import SPLIT_PROTOCOLS, DatasetSplits, make_splits, own_splits, zero_shot_split
+from gsp_hub.data.splits import (
+    SPLIT_PROTOCOLS,
+    DatasetSplits,
+    describe_classes,
+    make_splits,
+    own_splits,
+    zero_shot_split,
+)
 from gsp_hub.data.transforms import (
     BatchTransform,
     ImageConfigOptions,
@@ -65,6 +72,7 @@ __all__ = [
     "BatchTransform",
     "CollageSplit",
     "DatasetSplits",
+    "describe_classes",
     "ImageConfigOptions",
     "ImageTransform",
     "ImageTransforms",

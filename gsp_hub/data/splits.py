@@ -1,20 +1,30 @@
-"""Train / test splits for metric learning: the zero-shot class split, or the data set's own splits.
+"""Train / validation / test splits for metric learning: the zero-shot class split, or the data set's own splits.
 
 Both take the output of :func:`gsp_hub.data.load_image_dataset` (``label`` a ``ClassLabel``, ids 0..C-1) and
 return :class:`DatasetSplits`. In the train set the labels are always 0..num_classes-1 (what proxy losses and
-classifier heads need); test labels keep their ids (only equality matters for retrieval).
+classifier heads need); validation and test labels keep their ids (only equality matters for retrieval).
+
+The three splits have three jobs (Musgrave et al. 2020, "A Metric Learning Reality Check"): ``train`` is trained
+on, ``validation`` chooses (the exported epoch, early stopping, CCP's plateau rule), ``test`` is only reported.
 
 Zero-shot protocol (CUB-200, Cars-196, SOP, Tiny ImageNet): classes sorted by id, the first half
-(ids < C // 2) is for training, the rest for testing, with no class in both. By default the rows of every split
-are pooled first, as CUB and Cars are used (their Hub copies come with a classification train/test split).
-``train_splits`` / ``test_splits`` restrict where the rows come from. Tiny ImageNet (``train`` 250 + ``valid`` 50
-images per class): the pooled default trains on 30,000 images of classes 0-99 and tests on the 30,000 of
-classes 100-199; ``test_splits=["valid"]`` tests on the 5,000 validation images of classes 100-199, the set of
-the sanity anchors in ``shared/README.md``, and ``train_splits=["train"]`` keeps training on the train split only.
+(ids < C // 2) is the training half, the rest is for testing, with no class in both. The last
+``validation_fraction`` of the training half (at least 2 classes, so that leave-one-out retrieval means something)
+are held out as validation classes, never trained on; the remaining classes (at least 2) are trained on. By default
+the rows of every split are pooled first, as CUB and Cars are used (their Hub copies come with a classification
+train/test split). ``train_splits`` / ``test_splits`` restrict where the rows come from (validation classes take
+their rows from ``train_splits``). Tiny ImageNet (``train`` 250 + ``valid`` 50 images per class): the pooled
+default with ``validation_fraction=0.1`` trains on classes 0-89, validates on classes 90-99 and tests on classes
+100-199; ``test_splits=["valid"]`` tests on the 5,000 validation images of classes 100-199, the set of the sanity
+anchors in ``shared/README.md``.
+
+Own protocol: the data set's own ``train`` / ``validation`` / ``test`` splits (names configurable); without a
+validation split, ``validation_fraction`` of every training class's rows is held out (seeded, stratified).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,11 +34,13 @@ from datasets import ClassLabel, Dataset, DatasetDict, concatenate_datasets
 
 from gsp_hub.data.loading import LABEL_COLUMN
 
-__all__ = ["SPLIT_PROTOCOLS", "DatasetSplits", "make_splits", "own_splits", "zero_shot_split"]
+__all__ = ["SPLIT_PROTOCOLS", "DatasetSplits", "describe_classes", "make_splits", "own_splits", "zero_shot_split"]
 
 SplitProtocol = Literal["zero-shot", "own"]
 SPLIT_PROTOCOLS: tuple[str, ...] = ("zero-shot", "own")
 _TEST_SPLIT_NAMES = ("test", "validation", "valid", "val")
+_VALIDATION_SPLIT_NAMES = ("validation", "valid", "val")
+MIN_RETRIEVAL_CLASSES = 2  # leave-one-out retrieval over a single class scores 1.0 whatever the model
 
 
 @dataclass(frozen=True)
@@ -37,11 +49,14 @@ class DatasetSplits:
 
     Attributes:
         train: training rows; labels 0..num_classes-1.
-        test: evaluation rows (the retrieval gallery = the queries, leave-one-out).
+        test: evaluation rows, reported only (the retrieval gallery = the queries, leave-one-out).
         num_classes: number of training classes (size of a proxy / classifier head).
         num_test_classes: number of classes in ``test``.
         protocol: ``"zero-shot"`` or ``"own"``.
-        summary: one line for logs, e.g. ``"zero-shot: train 3500 rows of classes 0-4 from train+test; ..."``.
+        summary: one line per split for logs, naming the classes of each split.
+        validation: rows that choose the model (best epoch, early stopping), or None (no selection: last epoch).
+        num_validation_classes: number of classes in ``validation`` (0 without one).
+        class_names: the data set's class names, indexed by label id.
     """
 
     train: Dataset
@@ -50,6 +65,42 @@ class DatasetSplits:
     num_test_classes: int
     protocol: SplitProtocol
     summary: str
+    validation: Dataset | None = None
+    num_validation_classes: int = 0
+    class_names: tuple[str, ...] = ()
+
+    def describe(self, split: str) -> str:
+        """``split`` ('train', 'validation', 'test') in words for reports, e.g. ``"classes 3-4 (Dress, Coat)"``."""
+        rows = getattr(self, split)
+        if rows is None:
+            return "none"
+        return describe_classes(np.unique(np.asarray(rows[LABEL_COLUMN])), self.class_names)
+
+
+def describe_classes(ids: Sequence[int] | np.ndarray, names: Sequence[str], limit: int = 6) -> str:
+    """Class ids with their names, e.g. ``"classes 0-2 (T-shirt/top, Trouser, Pullover)"``: a contiguous range
+    or the id list, then the first ``limit`` names (names that only repeat the id are left out)."""
+    return _ids_text(ids) + _names_text(ids, names, limit)
+
+
+def _ids_text(ids: Sequence[int] | np.ndarray) -> str:
+    """``"classes 3-4"``, ``"classes 1, 5, 9"`` or ``"class 7"``."""
+    ids = [int(i) for i in ids]
+    if len(ids) == 1:
+        return f"class {ids[0]}"
+    if ids == list(range(ids[0], ids[0] + len(ids))):
+        return f"classes {ids[0]}-{ids[-1]}"
+    return f"classes {', '.join(map(str, ids))}"
+
+
+def _names_text(ids: Sequence[int] | np.ndarray, names: Sequence[str], limit: int = 6) -> str:
+    """``" (Dress, Coat)"`` for the first ``limit`` named classes, ``""`` when the names are only the ids."""
+    ids = [int(i) for i in ids]
+    named = [names[i] for i in ids if i < len(names) and names[i] != str(i)]
+    if not named:
+        return ""
+    more = f", ... ({len(named) - limit} more)" if len(named) > limit else ""
+    return f" ({', '.join(named[:limit])}{more})"
 
 
 def zero_shot_split(
@@ -57,34 +108,78 @@ def zero_shot_split(
     *,
     train_splits: Sequence[str] | None = None,
     test_splits: Sequence[str] | None = None,
+    validation_fraction: float = 0.0,
 ) -> DatasetSplits:
-    """Classes 0..C//2-1 for training, C//2..C-1 for testing, rows pooled over the named splits (default all)."""
+    """Classes 0..C//2-1 are the training half, C//2..C-1 the test classes, rows pooled over the named splits
+    (default all); the last ``validation_fraction`` of the training half (rounded up, at least 2 classes when
+    positive) become validation classes. 0 holds out none (no model selection)."""
     num_classes = _num_classes(dataset)
     if num_classes < 4:
         raise ValueError(f"the zero-shot split needs at least 4 classes (2 to train, 2 to test); the data set has "
                          f"{num_classes}. Use the data set's own splits (--split-protocol own) instead")
     boundary = num_classes // 2
+    num_validation = _num_validation_classes(boundary, validation_fraction)
+    num_train = boundary - num_validation
     train_names = _split_names(dataset, train_splits, "train_splits")
     test_names = _split_names(dataset, test_splits, "test_splits")
-    train = _rows_of_classes(dataset, train_names, 0, boundary)
+    train = _rows_of_classes(dataset, train_names, 0, num_train)
+    validation = _rows_of_classes(dataset, train_names, num_train, boundary) if num_validation else None
     test = _rows_of_classes(dataset, test_names, boundary, num_classes)
-    summary = (f"zero-shot: train {len(train)} rows of classes 0-{boundary - 1} from {'+'.join(train_names)}; "
-               f"test {len(test)} rows of classes {boundary}-{num_classes - 1} from {'+'.join(test_names)}")
-    return DatasetSplits(train, test, boundary, num_classes - boundary, "zero-shot", summary)
+    names = _class_names(dataset)
+    train_ids, validation_ids, test_ids = range(num_train), range(num_train, boundary), range(boundary, num_classes)
+    lines = [f"zero-shot: train {len(train)} rows of {_ids_text(train_ids)} from {'+'.join(train_names)}"
+             f"{_names_text(train_ids, names)}"]
+    if validation is not None:
+        lines.append(f"validation {len(validation)} rows of {_ids_text(validation_ids)} from "
+                     f"{'+'.join(train_names)}{_names_text(validation_ids, names)}, choose the model")
+    lines.append(f"test {len(test)} rows of {_ids_text(test_ids)} from {'+'.join(test_names)}"
+                 f"{_names_text(test_ids, names)}, reported only")
+    return DatasetSplits(train, test, num_train, num_classes - boundary, "zero-shot", "; ".join(lines),
+                         validation, num_validation, names)
 
 
-def own_splits(dataset: DatasetDict, *, train_split: str = "train", test_split: str | None = None) -> DatasetSplits:
-    """The data set's own train / test splits, same classes in both. ``test_split`` default: test, validation, ..."""
+def own_splits(
+    dataset: DatasetDict,
+    *,
+    train_split: str = "train",
+    validation_split: str | None = None,
+    test_split: str | None = None,
+    validation_fraction: float = 0.0,
+    seed: int = 0,
+) -> DatasetSplits:
+    """The data set's own splits, same classes in all. ``test_split`` default: test, validation, valid, val (the
+    first present). ``validation_split`` default: validation, valid or val when present besides the test split;
+    otherwise ``validation_fraction`` of every training class's rows (rounded up, seeded) is held out of ``train``
+    (0: no validation split)."""
     if test_split is None:
         test_split = next((name for name in _TEST_SPLIT_NAMES if name in dataset and name != train_split), None)
         if test_split is None:
             raise ValueError(f"the data set has no test split (splits: {list(dataset)}, looked for "
-                             f"{list(_TEST_SPLIT_NAMES)}); name one with test_split= or use the zero-shot protocol")
-    _split_names(dataset, [train_split, test_split], "train_split/test_split")
+                             f"{list(_TEST_SPLIT_NAMES)}); name one with test_split= (--test-split) or use the "
+                             "zero-shot protocol")
+    if validation_split is None:
+        validation_split = next((name for name in _VALIDATION_SPLIT_NAMES
+                                 if name in dataset and name not in (train_split, test_split)), None)
+    named = [train_split, test_split] + ([validation_split] if validation_split else [])
+    _split_names(dataset, named, "train_split/validation_split/test_split")
+    if len(set(named)) < len(named):
+        raise ValueError(f"train_split/validation_split/test_split must name different splits, got {named}")
     train, test = dataset[train_split], dataset[test_split]
-    test_classes = len(np.unique(np.asarray(test[LABEL_COLUMN])))
-    summary = f"own splits: train {len(train)} rows ({train_split!r}), test {len(test)} rows ({test_split!r})"
-    return DatasetSplits(train, test, _num_classes(dataset), test_classes, "own", summary)
+    if validation_split:
+        validation = dataset[validation_split]
+        source = repr(validation_split)
+    elif validation_fraction > 0:
+        train, validation = _hold_out_rows(train, validation_fraction, seed)
+        source = f"{validation_fraction:g} of each class of {train_split!r}, seed {seed}"
+    else:
+        validation, source = None, ""
+    names = _class_names(dataset)
+    lines = [f"own splits: train {len(train)} rows ({train_split!r}, {describe_classes(_labels(train), names)})"]
+    if validation is not None:
+        lines.append(f"validation {len(validation)} rows ({source}), choose the model")
+    lines.append(f"test {len(test)} rows ({test_split!r}), reported only")
+    return DatasetSplits(train, test, _num_classes(dataset), len(_labels(test)), "own", "; ".join(lines),
+                         validation, 0 if validation is None else len(_labels(validation)), names)
 
 
 def make_splits(dataset: DatasetDict, protocol: SplitProtocol = "zero-shot", **kwargs: Any) -> DatasetSplits:
@@ -94,6 +189,48 @@ def make_splits(dataset: DatasetDict, protocol: SplitProtocol = "zero-shot", **k
     if protocol == "own":
         return own_splits(dataset, **kwargs)
     raise ValueError(f"split protocol {protocol!r} is unknown; expected one of {SPLIT_PROTOCOLS}")
+
+
+def _num_validation_classes(num_training_half: int, fraction: float) -> int:
+    """Validation classes held out of the training half: ceil(fraction * classes), at least 2 when positive,
+    leaving at least 2 training classes."""
+    if not 0.0 <= fraction < 1.0 or math.isnan(fraction):
+        raise ValueError(f"validation_fraction must lie in [0, 1), got {fraction!r}")
+    if fraction == 0:
+        return 0
+    count = max(MIN_RETRIEVAL_CLASSES, math.ceil(fraction * num_training_half - 1e-9))
+    if num_training_half - count < MIN_RETRIEVAL_CLASSES:
+        raise ValueError(
+            f"validation_fraction={fraction:g} holds out {count} of the {num_training_half} training classes "
+            f"(at least {MIN_RETRIEVAL_CLASSES}), leaving fewer than {MIN_RETRIEVAL_CLASSES} to train on; use a "
+            f"data set with more classes or validation_fraction=0 (no model selection: the last epoch is kept)"
+        )
+    return count
+
+
+def _hold_out_rows(rows: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """(kept, held out): ceil(fraction * n_c) random rows of every class c with n_c >= 2 go to the held-out part."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation_fraction must lie in (0, 1) to hold out rows, got {fraction!r}")
+    labels = np.asarray(rows[LABEL_COLUMN])
+    generator = np.random.default_rng([seed, 7])
+    held_out = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) >= 2:
+            count = min(len(members) - 1, max(1, math.ceil(fraction * len(members) - 1e-9)))
+            held_out.append(generator.choice(members, count, replace=False))
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[np.concatenate(held_out)] = True
+    return rows.select(np.flatnonzero(~mask)), rows.select(np.flatnonzero(mask))
+
+
+def _labels(rows: Dataset) -> np.ndarray:
+    return np.unique(np.asarray(rows[LABEL_COLUMN]))
+
+
+def _class_names(dataset: DatasetDict) -> tuple[str, ...]:
+    return tuple(next(iter(dataset.values())).features[LABEL_COLUMN].names)
 
 
 def _num_classes(dataset: DatasetDict) -> int:

@@ -32,7 +32,7 @@ __all__ = [
     "metric_spec",
 ]
 
-CARD_OPTIONS = ("base_model", "description", "license", "methods", "model_name", "recipe", "tags")
+CARD_OPTIONS = ("base_model", "description", "license", "methods", "model_name", "recipe", "selected_by", "tags")
 BASE_TAGS = ("gsp_hub", "timm", "metric-learning", "image-feature-extraction")
 _RECALL_KEY = re.compile(r"^recall@(\d+)$")
 
@@ -276,6 +276,7 @@ def build_model_card(config: Mapping[str, Any], location: str) -> ModelCard:
         ],
         reference=_model_reference(repo_id, location),
         recipe=yaml.safe_dump(recipe, sort_keys=False).strip() if recipe else "",
+        selected_by=options.get("selected_by") or "",
         citations=[CITATIONS[method] for method in methods],
         gsp_hub_version=meta.get("version", "?"),
     )

@@ -49,11 +49,13 @@ def export_model(
     dataset: Mapping[str, Any],
     recipe: Mapping[str, Any],
     data_config: Mapping[str, Any],
+    selected_by: str | None = None,
 ) -> Path:
     """Write ``model`` (an unwrapped timm model) as a Hub folder replacing ``directory`` atomically.
 
     The folder loads with ``gsp_hub.hub.from_pretrained(directory)`` and ``timm.create_model('local-dir:...')``;
-    ``data_config`` (input size, mean, std, interpolation, crop) becomes its ``pretrained_cfg`` preprocessing.
+    ``data_config`` (input size, mean, std, interpolation, crop) becomes its ``pretrained_cfg`` preprocessing;
+    ``selected_by`` (how the checkpoint was chosen, e.g. by a validation metric) is stated on the card.
     """
     from gsp_hub.hub import save_pretrained
 
@@ -62,7 +64,7 @@ def export_model(
         directory,
         metrics=metrics,
         dataset=dataset,
-        card_extra={"recipe": dict(recipe)},
+        card_extra={"recipe": dict(recipe), **({"selected_by": selected_by} if selected_by else {})},
         data_config={key: data_config[key] for key in ("input_size", "interpolation", "mean", "std", "crop_pct",
                                                         "crop_mode") if key in data_config},
     )

@@ -119,13 +119,15 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if best is None:
         print("no training step was run; nothing exported.")
         return
-    keys = [key for key in best if "@" in key or key in ("r_precision", "nmi")]
-    print(f"best model (epoch {best['epoch']}, step {best['step']}) on the test split, exported to "
-          f"{summary['model_dir']}:")
+    splits = summary["splits"]
+    print(f"splits: train {splits['train']}; validation {splits['validation']}; test {splits['test']}")
+    keys = [key for key in best if "/" not in key and ("@" in key or key in ("r_precision", "nmi"))]
+    print(f"model chosen by {summary['selected_by']}: epoch {best['epoch']}, step {best['step']}, exported to "
+          f"{summary['model_dir']}; its test-split metrics:")
     print(format_metrics({key: best[key] for key in keys}))
     if initial is not None:
-        print(f"untrained model: recall@1 {initial['recall@1']:.4f}, map@r {initial['map@r']:.4f}  ->  trained: "
-              f"recall@1 {best['recall@1']:.4f}, map@r {best['map@r']:.4f}")
+        print(f"test split, untrained model: recall@1 {initial['recall@1']:.4f}, map@r {initial['map@r']:.4f}  ->  "
+              f"trained: recall@1 {best['recall@1']:.4f}, map@r {best['map@r']:.4f}")
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -163,18 +165,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     import torch
     from accelerate import Accelerator
 
-    from gsp_hub.data import create_image_transforms, with_image_transform
+    from gsp_hub.data import create_image_transforms, load_image_dataset, make_splits, with_image_transform
     from gsp_hub.hub import from_pretrained
     from gsp_hub.metrics import format_metrics, retrieval_metrics
-    from gsp_hub.train.data import eval_loader, load_dataset_splits
+    from gsp_hub.train.data import eval_loader
     from gsp_hub.train.loop import embed_split
 
     accelerator = Accelerator(cpu=args.cpu or not torch.cuda.is_available(), mixed_precision=args.mixed_precision)
-    splits = load_dataset_splits(
-        args.dataset, split_protocol=args.split_protocol, image_column=args.image_column,
-        label_column=args.label_column, verify_images=args.verify_images, skip_bad_images=args.skip_bad_images,
+    dataset = load_image_dataset(
+        args.dataset, image_column=args.image_column, label_column=args.label_column,
+        verify_images=args.verify_images, skip_bad_images=args.skip_bad_images,
         progress=accelerator.is_local_main_process,
     )
+    splits = make_splits(dataset, args.split_protocol)
     model = from_pretrained(_model_folder(args.model))
     transform = create_image_transforms(model, input_size=args.img_size or None).eval
     dataset = with_image_transform(getattr(splits, args.split), transform)
@@ -201,10 +204,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="train a metric-learning model (GSP + ZSR by default) with accelerate",
         description=(
             "Train a timm metric-learning model on an image data set with accelerate; evaluate retrieval\n"
-            "(Recall@K, R-Precision, MAP@R) on the test split every epoch.\n\n"
-            "Without arguments: a GSP model on the embedded Fashion-MNIST subset (classes 0-4 train,\n"
-            "5-9 test), a few minutes on 2 CPU cores.\n\n"
-            "Writes into --output-dir: model/ (best by MAP@R, Hub format), metrics.json,\n"
+            "(Recall@K, R-Precision, MAP@R) on the validation and test splits every epoch. Validation\n"
+            "chooses the exported model; the test split is only reported.\n\n"
+            "Without arguments: a GSP model on the embedded Fashion-MNIST subset (classes 0-2 train,\n"
+            "3-4 validation, 5-9 test), a few minutes on 2 CPU cores.\n\n"
+            "Writes into --output-dir: model/ (best by validation MAP@R, Hub format), metrics.json,\n"
             "train_config.yaml, checkpoints/, logs/ (tensorboard) and curves.png.\n\n"
             "Options come from the defaults, then --config YAML, then the flags below.\n"
             "Multi-process: accelerate launch --multi_gpu --num_processes 2 -m gsp_hub train ..."

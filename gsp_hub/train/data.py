@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from gsp_hub.data import (
+    LABEL_COLUMN,
     DatasetSplits,
     MPerClassBatchSampler,
     collate_image_batch,
@@ -31,18 +32,25 @@ from gsp_hub.data import (
     make_splits,
     with_image_transform,
 )
+from gsp_hub.data.splits import describe_classes
 from gsp_hub.train.config import TrainConfig
 
 __all__ = [
+    "VALIDATION_PREFIX",
     "RunData",
     "SeededBatchDataset",
     "batches_per_epoch",
+    "check_split_labels",
     "eval_loader",
     "load_dataset_splits",
     "load_run_data",
+    "prepare_eval_loaders",
     "seeded_random_state",
     "train_loader",
 ]
+
+
+VALIDATION_PREFIX = "validation/"  # history rows: bare metric names are the test split's, prefixed the validation's
 
 
 @contextlib.contextmanager
@@ -92,29 +100,62 @@ class RunData:
     train: SeededBatchDataset
     test: Dataset
     data_config: dict[str, Any]
+    validation: Dataset | None = None
 
 
-def load_dataset_splits(
-    source: str | None,
-    *,
-    split_protocol: str = "zero-shot",
-    image_column: str | None = None,
-    label_column: str | None = None,
-    verify_images: bool = True,
-    skip_bad_images: bool = False,
-    progress: bool = True,
-) -> DatasetSplits:
-    """Load a data set and split it (``zero-shot`` or ``own``); the data errors (missing path, no label or image
-    column, corrupt images) are raised here, before any model is built."""
-    dataset = load_image_dataset(
-        source,
-        image_column=image_column,
-        label_column=label_column,
-        verify_images=verify_images,
-        skip_bad_images=skip_bad_images,
-        progress=progress,
-    )
-    return make_splits(dataset, split_protocol)
+def split_options(config: TrainConfig) -> dict[str, Any]:
+    """The keyword arguments of :func:`gsp_hub.data.make_splits` that ``config`` sets for its split protocol."""
+    if config.split_protocol == "zero-shot":
+        return {"validation_fraction": config.validation_fraction}
+    names = {"train_split": config.train_split or "train", "validation_split": config.validation_split,
+             "test_split": config.test_split}
+    return {**names, "validation_fraction": config.validation_fraction, "seed": config.seed}
+
+
+def load_dataset_splits(config: TrainConfig, *, num_processes: int = 1, progress: bool = True) -> DatasetSplits:
+    """Load ``config.dataset`` and split it into train / validation / test (``config.split_protocol``).
+
+    The data errors are raised here, before any model is built, in the order of their cost: a missing path or
+    column, then what the labels alone decide (:func:`check_split_labels`: classes per batch, singleton classes),
+    and only then the decoding of every image (``config.verify_images``), whose dropped rows (``skip_bad_images``)
+    are re-checked."""
+    def load(verify: bool) -> DatasetSplits:
+        dataset = load_image_dataset(config.dataset, image_column=config.image_column,
+                                     label_column=config.label_column, verify_images=verify,
+                                     skip_bad_images=verify and config.skip_bad_images, progress=progress)
+        splits = make_splits(dataset, config.split_protocol, **split_options(config))
+        check_split_labels(splits, config.batch_size, config.m_per_class, num_processes)
+        return splits
+
+    splits = load(verify=False)
+    return load(verify=True) if config.verify_images else splits
+
+
+def check_split_labels(splits: DatasetSplits, batch_size: int, m_per_class: int, num_processes: int = 1) -> None:
+    """ValueError unless the labels allow the run: ``batch_size / m_per_class`` training classes per batch, one
+    batch per process, and no class with a single row in the validation or test split (leave-one-out retrieval has
+    no positive for it), named by class name."""
+    classes_per_batch = batch_size // m_per_class
+    if splits.num_classes < classes_per_batch:
+        raise ValueError(
+            f"batch_size={batch_size} / m_per_class={m_per_class} = {classes_per_batch} classes per batch, but the "
+            f"train split has {splits.describe('train')}; lower --batch-size to "
+            f"{splits.num_classes * m_per_class} or below (a multiple of m_per_class), or lower --m-per-class")
+    if len(splits.train) < batch_size * num_processes:
+        raise ValueError(
+            f"the train split has {len(splits.train)} images, fewer than one batch of {batch_size} x "
+            f"{num_processes} process(es); lower --batch-size")
+    for name in ("validation", "test"):
+        rows = getattr(splits, name)
+        if rows is None:
+            continue
+        ids, counts = np.unique(np.asarray(rows[LABEL_COLUMN]), return_counts=True)
+        singletons = ids[counts < 2]
+        if len(singletons):
+            raise ValueError(
+                f"the {name} split has {len(singletons)} class(es) with a single image, which leave-one-out "
+                f"retrieval cannot score: {describe_classes(singletons, splits.class_names)}; remove them from the "
+                f"data set or add images")
 
 
 def load_run_data(config: TrainConfig, splits: DatasetSplits, model: nn.Module) -> RunData:
@@ -128,6 +169,7 @@ def load_run_data(config: TrainConfig, splits: DatasetSplits, model: nn.Module) 
         train=SeededBatchDataset(with_image_transform(splits.train, train_transform), config.seed),
         test=with_image_transform(splits.test, transforms.eval),
         data_config=transforms.data_config,
+        validation=None if splits.validation is None else with_image_transform(splits.validation, transforms.eval),
     )
 
 
@@ -163,3 +205,13 @@ def eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoad
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_image_batch,
         generator=torch.Generator().manual_seed(0),
     )
+
+
+def prepare_eval_loaders(accelerator: Any, test: Dataset, validation: Dataset | None, batch_size: int,
+                         num_workers: int) -> tuple[DataLoader, DataLoader | None]:
+    """The test and (if any) validation loaders of :func:`eval_loader`, prepared by ``accelerator`` (sharded over
+    processes, gathered with ``gather_for_metrics``)."""
+    test_loader = accelerator.prepare(eval_loader(test, batch_size, num_workers))
+    validation_loader = (None if validation is None
+                         else accelerator.prepare(eval_loader(validation, batch_size, num_workers)))
+    return test_loader, validation_loader

@@ -58,7 +58,16 @@ class DistillConfig(RunConfig):
     dataset: str = option("", "data set with its own train/test splits: a local Hub-layout folder (e.g. "
                           "../shared/data/cifar10-jpeg), a .parquet file or a Hub id (required)", group="data")
     max_train_images: int = option(0, "use a seeded random subset of this many train images (0: all)", group="data")
-    max_test_images: int = option(0, "use a seeded random subset of this many test images (0: all)", group="data")
+    max_test_images: int = option(0, "use a seeded random subset of this many test (and validation) images (0: all)",
+                                  group="data")
+    validation_fraction: float = option(
+        0.1, "fraction of every class's training images held out as the validation split that chooses the exported "
+        "student, when the data set has no validation split (0: none, the last student is kept)", group="data")
+    train_split: str | None = option(None, "the training split's name (default: train)", group="data")
+    validation_split: str | None = option(None, "the validation split's name (default: validation, valid or val, "
+                                          "else held out of the training split)", group="data")
+    test_split: str | None = option(None, "the test split's name (default: test, validation, valid or val)",
+                                    group="data")
     image_column: str | None = option(None, "image column (default: detected)", group="data")
     label_column: str | None = option(None, "label column (default: detected)", group="data")
     verify_images: bool = option(False, "decode every image once before training to find corrupt files",

@@ -64,11 +64,12 @@ from gsp_hub.kd import (
 )
 from gsp_hub.models.cifar_resnet import CifarResNet, load_cifar10_weights
 from gsp_hub.train.artifacts import MODEL_DIR_NAME, export_model
-from gsp_hub.train.data import SeededBatchDataset, eval_loader
+from gsp_hub.train.data import SeededBatchDataset, eval_loader, prepare_eval_loaders
 from gsp_hub.train.distill import DistillConfig
 from gsp_hub.train.loop import (
     CHECKPOINTS_DIR_NAME,
     Trainer,
+    check_output_dir,
     create_accelerator,
     prepare_output_dir,
     tensorboard_hparams,
@@ -234,12 +235,15 @@ class Distiller(Trainer):
         self.config = config
         self.output_dir = Path(config.output_dir)
         self.accelerator = accelerator = create_accelerator(config)
-        resume_dir = prepare_output_dir(config, accelerator)
+        resume_dir = check_output_dir(config, self.output_dir, run_files=(TARGETS_FILE_NAME,))
+        prepare_output_dir(config, accelerator, resume_dir)
         set_seed(config.seed)
         dataset = load_image_dataset(config.dataset, image_column=config.image_column,
                                      label_column=config.label_column, verify_images=config.verify_images,
                                      progress=accelerator.is_local_main_process)
-        splits = make_splits(dataset, "own")
+        splits = make_splits(dataset, "own", train_split=config.train_split or "train",
+                             validation_split=config.validation_split, test_split=config.test_split,
+                             validation_fraction=config.validation_fraction, seed=config.seed)
         self.splits = splits
         self.num_classes = splits.num_classes
         self.teacher = load_teacher(config.teacher, config.teacher_weights, splits.num_classes).to(accelerator.device)
@@ -248,20 +252,24 @@ class Distiller(Trainer):
         self.data_config = transforms.data_config
         train_rows = seeded_subset(splits.train, config.max_train_images, config.seed)
         test_rows = seeded_subset(splits.test, config.max_test_images, config.seed)
+        validation_rows = (None if splits.validation is None
+                           else seeded_subset(splits.validation, config.max_test_images, config.seed))
         augmentation = _cifar_augmentation(self.data_config) if config.augment == "cifar" else transforms.train
         self.train_data = SeededBatchDataset(with_image_transform(train_rows, augmentation), config.seed)
         self.plain_train = with_image_transform(train_rows, transforms.eval)
         test_data = with_image_transform(test_rows, transforms.eval)
-        logger.info("data: %s (%s); using %d train / %d test images", config.dataset, splits.summary,
-                    len(train_rows), len(test_rows))
+        validation_data = None if validation_rows is None else with_image_transform(validation_rows, transforms.eval)
+        logger.info("data: %s (%s); using %d train / %d validation / %d test images", config.dataset, splits.summary,
+                    len(train_rows), 0 if validation_rows is None else len(validation_rows), len(test_rows))
         self.criterion = self._create_criterion(resume_dir is not None).to(accelerator.device)
         taps = self.criterion.targets.taps if isinstance(self.criterion, LeTKDLoss) else ()
         self.teacher_taps = (
             TeacherTaps(self.teacher, taps, getattr(self.model, "grid_sizes", None), with_logits=config.method == "kd")
             if config.method != "vanilla" else None
         )
-        self.network, self.optimizer, self.test_loader = accelerator.prepare(
-            self.model, self._create_optimizer(), eval_loader(test_data, config.eval_batch_size, config.num_workers))
+        self.network, self.optimizer = accelerator.prepare(self.model, self._create_optimizer())
+        self.test_loader, self.validation_loader = prepare_eval_loaders(
+            accelerator, test_data, validation_data, config.eval_batch_size, config.num_workers)
         self.callbacks = []  # Trainer.run calls them; distillation has none
         self.state = RunState()
         self.saved_at_step = -1
@@ -324,23 +332,23 @@ class Distiller(Trainer):
         return {"run": self.state}  # the letKD targets live in TARGETS_FILE_NAME (and the model in the checkpoint)
 
     # -- evaluation -----------------------------------------------------------------------------------------------
-    def _top1(self, model: nn.Module) -> float:
+    def _top1(self, model: nn.Module, loader: DataLoader) -> float:
         with torch.random.fork_rng(devices=[]):
-            predictions, labels = predict(model, tqdm(self.test_loader, desc="evaluate", leave=False,
+            predictions, labels = predict(model, tqdm(loader, desc="evaluate", leave=False,
                                                       disable=not self.accelerator.is_local_main_process),
                                           self.accelerator)
         return float((predictions == labels).float().mean())
 
     def _evaluate_teacher(self) -> dict[str, float]:
-        top1 = self._top1(self.teacher)
+        top1 = self._top1(self.teacher, self.test_loader)
         logger.info("teacher %s: top-1 %.4f on the test split", self.config.teacher, top1)
         return {"top1": top1}
 
     best_metric: ClassVar[str] = "top1"
 
-    def compute_metrics(self) -> dict[str, float]:
-        """The student's top-1 accuracy on the test split."""
-        return {"top1": self._top1(self.network)}
+    def compute_metrics(self, loader: DataLoader) -> dict[str, float]:
+        """The student's top-1 accuracy on one evaluation split."""
+        return {"top1": self._top1(self.network, loader)}
 
     def describe_metrics(self, metrics: dict[str, float]) -> str:
         """The top-1 accuracy as a log-line fragment."""
@@ -360,7 +368,7 @@ class Distiller(Trainer):
                 save_file(state, str(staging / STUDENT_WEIGHTS_NAME), metadata={"format": _STUDENT_FORMAT})
         else:
             export_model(self.model, directory, metrics=metrics, dataset=dataset, recipe=self.config.to_dict(),
-                         data_config=self.data_config)
+                         data_config=self.data_config, selected_by=self.selected_by)
         logger.info("new best top-1 %.4f: student exported to %s", metrics["top1"], directory)
 
     # -- training -------------------------------------------------------------------------------------------------

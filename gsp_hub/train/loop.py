@@ -2,9 +2,10 @@
 
 One straight line per step: m-per-class batch -> model (embeddings, prototype attributes) -> all-gather over
 processes -> (1 - w)·base + w·ZSR (or XML, CCP) -> backward -> AdamW step -> callbacks (GSP prototype warm-up; CCP
-proxy schedule, :mod:`gsp_hub.train.ccp_callback`). Every ``eval_every`` epochs the test split is embedded,
-gathered with ``gather_for_metrics`` and scored with :func:`gsp_hub.metrics.retrieval_metrics`; the best model by
-MAP@R is exported in Hub format.
+proxy schedule, :mod:`gsp_hub.train.ccp_callback`). Every ``eval_every`` epochs the validation and test splits
+are embedded, gathered with ``gather_for_metrics`` and scored with :func:`gsp_hub.metrics.retrieval_metrics`. The
+validation split chooses: the model of the best validation MAP@R is exported in Hub format (without a validation
+split, the last one), and CCP's plateau rule watches validation MAP@R. The test split is only reported.
 
 Exact resume: the sampler and the augmentation are functions of ``(seed, epoch, batch)``, the learning rate a
 function of the step, and a checkpoint holds the model, optimizer, RNG states (accelerate), the loss module, the
@@ -18,8 +19,9 @@ import itertools
 import math
 import re
 import shutil
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,11 +42,12 @@ from gsp_hub.train.callbacks import BatchOutputs, Callback, PrototypeInitCallbac
 from gsp_hub.train.ccp_callback import create_ccp_callback
 from gsp_hub.train.config import RunConfig, TrainConfig
 from gsp_hub.train.data import (
+    VALIDATION_PREFIX,
     RunData,
     batches_per_epoch,
-    eval_loader,
     load_dataset_splits,
     load_run_data,
+    prepare_eval_loaders,
     train_loader,
 )
 from gsp_hub.train.distributed import gather_with_grad
@@ -76,6 +79,8 @@ logger = get_logger(__name__)  # logs on the main process only
 CHECKPOINTS_DIR_NAME = "checkpoints"
 LOGS_DIR_NAME = "logs"
 CURVES_FILE_NAME = "curves.png"
+# What every run writes into its folder, besides its config file (anything else there belongs to someone else).
+RUN_FILE_NAMES = frozenset({MODEL_DIR_NAME, METRICS_FILE_NAME, CHECKPOINTS_DIR_NAME, LOGS_DIR_NAME, CURVES_FILE_NAME})
 
 
 class EmbeddingsAndAttributes(nn.Module):
@@ -215,7 +220,7 @@ def embed_split(network: nn.Module, loader: torch.utils.data.DataLoader, acceler
 
 def evaluate(network: nn.Module, loader: torch.utils.data.DataLoader, accelerator: Accelerator,
              config: TrainConfig) -> dict[str, float]:
-    """Retrieval metrics of the test split (leave-one-out, cosine); leaves every RNG untouched."""
+    """Retrieval metrics of an evaluation split (leave-one-out, cosine); leaves every RNG untouched."""
     with torch.random.fork_rng(devices=[]):
         embeddings, labels = embed_split(network, loader, accelerator, channels_last=config.channels_last)
     return retrieval_metrics(embeddings, labels)
@@ -230,14 +235,16 @@ class Trainer:
         self.config = config
         self.output_dir = Path(config.output_dir)
         self.accelerator = accelerator = create_accelerator(config)
-        resume_dir = prepare_output_dir(config, accelerator)
+        resume_dir = check_output_dir(config, self.output_dir)
+        splits = load_dataset_splits(config, num_processes=accelerator.num_processes,
+                                     progress=accelerator.is_local_main_process)
+        if splits.validation is None and config.loss == "ccp":
+            raise ValueError("--loss ccp watches validation MAP@R for its plateau rule, but the run has no validation "
+                             "split; set --validation-fraction > 0 (or name a --validation-split).")
+        prepare_output_dir(config, accelerator, resume_dir)  # the checks passed: only now is anything removed
         set_seed(config.seed)
-        splits = load_dataset_splits(
-            config.dataset, split_protocol=config.split_protocol, image_column=config.image_column,
-            label_column=config.label_column, verify_images=config.verify_images,
-            skip_bad_images=config.skip_bad_images, progress=accelerator.is_local_main_process,
-        )
         logger.info("data: %s (%s)", config.dataset, splits.summary)
+        self.splits = splits
         self.model = create_model(config)
         self.data: RunData = load_run_data(config, splits, self.model)
         self.loss_fn = create_loss_module(config, splits.num_classes, self.model).to(accelerator.device)
@@ -247,10 +254,9 @@ class Trainer:
         optimizer = create_optimizer(config, self.model, self.loss_fn)
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.network, self.optimizer, self.test_loader = accelerator.prepare(
-            EmbeddingsAndAttributes(self.model), optimizer,
-            eval_loader(self.data.test, config.eval_batch_size, config.num_workers),
-        )
+        self.network, self.optimizer = accelerator.prepare(EmbeddingsAndAttributes(self.model), optimizer)
+        self.test_loader, self.validation_loader = prepare_eval_loaders(
+            accelerator, self.data.test, self.data.validation, config.eval_batch_size, config.num_workers)
         if isinstance(self.loss_fn.base_loss, CCPLoss):  # --loss ccp: proxy init, proximal term, projections
             self.callbacks.append(create_ccp_callback(config, self.model, self.loss_fn.base_loss, optimizer,
                                                       self.network, splits.train, accelerator))
@@ -297,11 +303,18 @@ class Trainer:
                     self.state.batch_in_epoch, self.state.step)
 
     # -- evaluation -------------------------------------------------------------------------------------------
-    best_metric: ClassVar[str] = "map@r"  # the test metric (higher is better) that picks the exported best model
+    best_metric: ClassVar[str] = "map@r"  # the validation metric (higher is better) that picks the exported model
 
-    def compute_metrics(self) -> dict[str, float]:
-        """The test split's metrics of the current model: retrieval metrics (leave-one-out, cosine)."""
-        return evaluate(self.network, self.test_loader, self.accelerator, self.config)
+    def compute_metrics(self, loader: torch.utils.data.DataLoader) -> dict[str, float]:
+        """The metrics of the current model on one evaluation split: retrieval metrics (leave-one-out, cosine)."""
+        return evaluate(self.network, loader, self.accelerator, self.config)
+
+    @property
+    def selected_by(self) -> str:
+        """How the exported model is chosen, in words (metrics.json, logs)."""
+        if self.validation_loader is None:
+            return "the last evaluation (no validation split: nothing is chosen)"
+        return f"the best validation {self.best_metric} ({self.splits.describe('validation')})"
 
     def describe_metrics(self, metrics: dict[str, float]) -> str:
         """The headline metrics as a log-line fragment."""
@@ -311,34 +324,43 @@ class Trainer:
         """Evaluate, append the row to the history (train loss since the last evaluation included), log it, and
         export the model when ``best_metric`` improves; returns the metrics."""
         started = time.perf_counter()
-        metrics = self.compute_metrics()
+        metrics = self.compute_metrics(self.test_loader)
+        validation = None if self.validation_loader is None else self.compute_metrics(self.validation_loader)
         state = self.state
         row: dict[str, Any] = {
             "epoch": round(state.epoch + state.batch_in_epoch / self.batches_per_epoch, 4),
             "step": state.step,
             "train_loss": state.loss_sum / state.loss_count if state.loss_count else None,
             **metrics,
+            **{f"{VALIDATION_PREFIX}{key}": value for key, value in (validation or {}).items()},
         }
         state.history.append(row)
         state.loss_sum, state.loss_count = 0.0, 0
         if state.step == 0 and state.initial is None:
             state.initial = row
         self.accelerator.log({f"test/{key}": value for key, value in metrics.items()}, step=state.step)
-        logger.info("step %d (epoch %.2f): %s (evaluated in %.1f s)", state.step, row["epoch"],
-                    self.describe_metrics(metrics), time.perf_counter() - started)
-        best = self.best_metric
-        if state.step > 0 and (state.best is None or metrics[best] > state.best[best]):
+        if validation is not None:
+            self.accelerator.log({f"validation/{key}": value for key, value in validation.items()}, step=state.step)
+        logger.info("step %d (epoch %.2f): test %s%s (evaluated in %.1f s)", state.step, row["epoch"],
+                    self.describe_metrics(metrics),
+                    "" if validation is None else f"; validation {self.describe_metrics(validation)}",
+                    time.perf_counter() - started)
+        selection_key = f"{VALIDATION_PREFIX}{self.best_metric}"
+        if state.step > 0 and (validation is None or state.best is None
+                               or row[selection_key] > state.best[selection_key]):
             state.best = row
             if self.accelerator.is_main_process:
                 self.export_best(metrics)
         for callback in self.callbacks:
-            callback.on_evaluate(metrics, state.step)
+            callback.on_evaluate(validation or {}, state.step)
         self.accelerator.wait_for_everyone()
         return metrics
 
     def export_best(self, metrics: dict[str, float]) -> None:
-        splits = self.data.splits
-        test_classes = (f"test classes {splits.num_classes}-{splits.num_classes + splits.num_test_classes - 1}"
+        """Export the chosen model with its test ``metrics`` (the card says which split chose it)."""
+        splits = self.splits
+        test_classes = (f"test classes {splits.num_classes + splits.num_validation_classes}-"
+                        f"{splits.num_classes + splits.num_validation_classes + splits.num_test_classes - 1}"
                         if splits.protocol == "zero-shot" else "test split")
         path = export_model(
             self.model,
@@ -347,8 +369,9 @@ class Trainer:
             dataset={"id": self.config.dataset, "split": "test", "name": f"{self.config.dataset} ({test_classes})"},
             recipe=self.config.to_dict(),
             data_config=self.data.data_config,
+            selected_by=self.selected_by,
         )
-        logger.info("new best MAP@R %.4f: model exported to %s", metrics["map@r"], path)
+        logger.info("model chosen by %s exported to %s (test MAP@R %.4f)", self.selected_by, path, metrics["map@r"])
 
     # -- training ---------------------------------------------------------------------------------------------
     def epoch_progress_bar(self) -> tqdm:
@@ -469,12 +492,16 @@ class Trainer:
             "steps": state.step,
             "epochs": state.epoch + state.batch_in_epoch / self.batches_per_epoch,
             "model_dir": str(self.output_dir / MODEL_DIR_NAME) if state.best else None,
+            "selected_by": self.selected_by,
+            "splits": {name: self.splits.describe(name) for name in ("train", "validation", "test")},
         }
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run the training described by ``config``; returns the metrics summary also written to ``metrics.json``:
-    ``best`` (by MAP@R, exported to ``<output_dir>/model``), ``last``, ``initial`` (untrained) and ``history``."""
+    ``best`` (the evaluation chosen by validation MAP@R, exported to ``<output_dir>/model``; its bare metric keys are
+    test metrics, ``validation/...`` the validation ones), ``last``, ``initial`` (untrained), ``history``,
+    ``selected_by`` and ``splits`` (the classes of each split)."""
     config.validate()
     return Trainer(config).run()
 
@@ -499,16 +526,14 @@ def create_accelerator(config: RunConfig) -> Accelerator:
     )
 
 
-def prepare_output_dir(config: RunConfig, accelerator: Accelerator) -> Path | None:
-    """Check ``config.output_dir`` against ``resume`` / ``overwrite`` (:func:`check_output_dir`), clear an
-    overwritten run's checkpoints and logs, and wait for every rank; returns the checkpoint folder to resume from."""
+def prepare_output_dir(config: RunConfig, accelerator: Accelerator, resume_dir: Path | None) -> None:
+    """After :func:`check_output_dir` and the data checks: clear an overwritten run's checkpoints and logs, and wait
+    for every rank."""
     output_dir = Path(config.output_dir)
-    resume_dir = check_output_dir(config, output_dir)
     if accelerator.is_main_process and resume_dir is None and config.overwrite:
         for name in (CHECKPOINTS_DIR_NAME, LOGS_DIR_NAME):
             shutil.rmtree(output_dir / name, ignore_errors=True)
     accelerator.wait_for_everyone()  # every rank has checked the folder before rank 0 writes into it
-    return resume_dir
 
 
 def checkpoint_numbers(directory: Path) -> list[int]:
@@ -519,8 +544,11 @@ def checkpoint_numbers(directory: Path) -> list[int]:
                                                                                            path.name))]
 
 
-def check_output_dir(config: RunConfig, output_dir: Path) -> Path | None:
-    """Check the output folder against --resume / --overwrite; returns the checkpoint folder to resume from."""
+def check_output_dir(config: RunConfig, output_dir: Path, run_files: Collection[str] = ()) -> Path | None:
+    """Check the output folder against --resume / --overwrite, and that it can be written and holds no files but a
+    run's (:data:`RUN_FILE_NAMES`, the config file, ``run_files``); reads only. Returns the checkpoint folder to
+    resume from."""
+    check_writable_folder(output_dir, "--output-dir")
     checkpoints = output_dir / CHECKPOINTS_DIR_NAME
     if config.resume:
         if config.resume != "latest":
@@ -537,7 +565,29 @@ def check_output_dir(config: RunConfig, output_dir: Path) -> Path | None:
     if ((output_dir / config.FILE_NAME).exists() or checkpoints.exists()) and not config.overwrite:
         raise ValueError(f"--output-dir {output_dir} already holds a run; pass --resume latest to continue it, "
                          "--overwrite to start over in it, or another --output-dir.")
+    known = RUN_FILE_NAMES | {config.FILE_NAME, *run_files}
+    foreign = sorted(path.name for path in output_dir.iterdir() if path.name not in known) \
+        if output_dir.is_dir() else []
+    if foreign and not config.overwrite:
+        raise ValueError(f"--output-dir {output_dir} holds files that are not part of a gsp_hub run ({foreign[:5]}); "
+                         "choose a new or empty --output-dir (or pass --overwrite to write beside them).")
     return None
+
+
+def check_writable_folder(path: Path, argument: str) -> None:
+    """ValueError unless ``path`` is a folder (or can become one) that this process can create files in. Probes
+    with a temporary file in the nearest existing folder, removed at once (root ignores permission bits)."""
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{argument} {path}: {existing} is a file, not a folder; choose another {argument}.")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise ValueError(f"{argument} {path} cannot be written ({existing}: {error.strerror}); choose a writable "
+                         f"{argument}.") from error
 
 
 def tensorboard_hparams(config: RunConfig) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import torch
 from gsp_hub.train.loop import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_fixtures import tiny_config
+from train_fixtures import WITH_VALIDATION, tiny_config
 
 # patience 1 with min_delta 1: the first evaluation improves (best = -inf), the second cannot, so it projects.
 FORCED_PLATEAU = {"patience": 1, "min_delta": 1.0}
@@ -25,7 +25,7 @@ FORCED_PLATEAU = {"patience": 1, "min_delta": 1.0}
 
 def main(dataset: Path, output_dir: Path) -> None:
     config = tiny_config(output_dir / "run", dataset, loss="ccp", pool="avg", pool_kwargs={}, epochs=2,
-                         ccp_kwargs=FORCED_PLATEAU)
+                         ccp_kwargs=FORCED_PLATEAU, **WITH_VALIDATION)
     trainer = Trainer(config)
     trainer.run()
     ccp_loss = trainer.loss_fn.base_loss

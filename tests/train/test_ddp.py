@@ -64,14 +64,14 @@ def test_cli_train_two_processes(tmp_path, tiny_dataset):
     command = accelerate_launch(
         2, "-m", "gsp_hub", "train", "--dataset", str(tiny_dataset), "--output-dir", str(output),
         "--backbone", "test_vit", "--backbone-kwargs", "img_size=32", "patch_size=8", "--embed-dim", "16",
-        "--pool-kwargs", "num_prototypes=4", "memory_size=32", "--batch-size", "16", "--m-per-class", "4",
+        "--pool-kwargs", "num_prototypes=4", "memory_size=32", "--batch-size", "12", "--m-per-class", "4",
         "--epochs", "1", "--eval-batch-size", "32", "--loss", "xbm", "--loss-kwargs", "memory_size=64",
     )
     process = subprocess.Popen(command, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = process.communicate(timeout=600)
     assert process.returncode == 0, f"stdout:\n{out[-3000:]}\nstderr:\n{err[-5000:]}"
     summary = json.loads((output / "metrics.json").read_text())
-    assert summary["steps"] == 2  # 80 training images / (16 per process x 2 processes) = 2 steps
+    assert summary["steps"] == 2  # 48 training images (classes 0-2) / (12 per process x 2 processes) = 2 steps
     assert "2 processes" in err
     assert (output / "model" / "model.safetensors").is_file()
-    assert out.count("best model") == 1  # the table is printed by the main process only
+    assert out.count("model chosen by") == 1  # the table is printed by the main process only

@@ -16,7 +16,7 @@ import torch
 from accelerate.utils import set_seed
 from test_ddp import accelerate_launch, environment
 from torch import nn
-from train_fixtures import TINY_MODEL, tiny_config
+from train_fixtures import TINY_MODEL, WITH_VALIDATION, tiny_config
 
 from gsp_hub.cli import main
 from gsp_hub.data import create_image_transforms, with_image_transform
@@ -27,7 +27,7 @@ from gsp_hub.train.loop import Trainer
 DDP_SCRIPT = Path(__file__).with_name("ccp_ddp_run.py")
 FORCED_PLATEAU = {"patience": 1, "min_delta": 1.0}  # evaluation 1 improves on -inf, evaluation 2 cannot: projection
 TINY_FLAGS = ["--backbone", "test_vit", "--backbone-kwargs", "img_size=32", "patch_size=8", "--embed-dim", "16",
-              "--batch-size", "16", "--m-per-class", "4", "--eval-batch-size", "64", "--no-eval-at-start"]
+              "--batch-size", "12", "--m-per-class", "4", "--eval-batch-size", "64", "--no-eval-at-start"]
 
 
 def reference_projections(values: list[float], patience: int, min_delta: float) -> list[tuple[int, int]]:
@@ -142,12 +142,12 @@ def test_ccp_schedule_options_are_checked():
 
 def test_ccp_training_forced_plateau_reinitialises_proxies_and_resumes(tmp_path, tiny_dataset):
     config = tiny_config(tmp_path / "ccp", tiny_dataset, loss="ccp", pool="avg", pool_kwargs={},
-                         ccp_kwargs=FORCED_PLATEAU)
+                         ccp_kwargs=FORCED_PLATEAU, **WITH_VALIDATION)
     trainer = Trainer(config)
     summary = trainer.run()
     callback = trainer.callbacks[-1]
     assert isinstance(callback, CCPCallback)
-    maps = [row["map@r"] for row in summary["history"]]
+    maps = [row["validation/map@r"] for row in summary["history"]]  # the plateau rule watches validation
     assert len(maps) == 2 and all(0.0 < value <= 1.0 for value in maps)
     assert reference_projections(maps, **FORCED_PLATEAU) == [(1, 0)] and callback.schedule.round == 1
     assert callback.schedule.proximal_weight == pytest.approx(2e-4)
@@ -181,7 +181,7 @@ def test_ccp_training_forced_plateau_reinitialises_proxies_and_resumes(tmp_path,
 
     # the schedule state is checkpointed with the run and restored on resume
     resumed = Trainer(tiny_config(tmp_path / "ccp", tiny_dataset, loss="ccp", pool="avg", pool_kwargs={},
-                                  ccp_kwargs=FORCED_PLATEAU, resume="latest"))
+                                  ccp_kwargs=FORCED_PLATEAU, resume="latest", **WITH_VALIDATION))
     restored = resumed.callbacks[-1]
     assert restored.proxies_initialized and restored.schedule.round == 1
     assert restored.schedule.plateau.state_dict() == callback.schedule.plateau.state_dict()
@@ -197,7 +197,7 @@ def test_ccp_two_processes_end_with_identical_proxies(tmp_path, tiny_dataset):
     assert process.returncode == 0, f"stdout:\n{process.stdout[-3000:]}\nstderr:\n{process.stderr[-5000:]}"
     ranks = [safetensors.torch.load_file(str(tmp_path / f"rank{rank}.safetensors")) for rank in range(2)]
     assert ranks[0].keys() == ranks[1].keys()
-    assert ranks[0]["round"].item() == 1 and ranks[0]["steps"].item() == 4  # 80 images / (16 x 2) = 2 steps/epoch
+    assert ranks[0]["round"].item() == 1 and ranks[0]["steps"].item() == 4  # 48 images / (12 x 2) = 2 steps/epoch
     for key, value in ranks[0].items():
         assert torch.equal(value, ranks[1][key]), key
     assert not any(value.any() for key, value in ranks[0].items() if key.startswith("proxy_state/"))

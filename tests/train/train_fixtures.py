@@ -20,6 +20,10 @@ TINY_MODEL: dict[str, Any] = dict(
 )
 
 
+# With validation classes: classes 0-2 train (3 per batch x 4 images), classes 3-4 validate, 5-9 test.
+WITH_VALIDATION: dict[str, Any] = dict(batch_size=12, validation_fraction=0.1)
+
+
 def write_tiny_dataset(path: Path, per_class: int = 16) -> Path:
     """A parquet file of real Fashion-MNIST images (``per_class`` of each of the 10 classes, embedded subset)."""
     from gsp_hub.data import load_fashion_mnist_subset
@@ -32,7 +36,8 @@ def write_tiny_dataset(path: Path, per_class: int = 16) -> Path:
 
 
 def tiny_config(output_dir: Path, dataset: Path, **overrides: Any) -> TrainConfig:
-    """A run of 16-image steps on ``dataset`` (5 train classes: 4 per batch x 4 images), 2 epochs, timm augmentation."""
+    """A run of 16-image steps on ``dataset`` (5 train classes: 4 per batch x 4 images), 2 epochs, timm augmentation;
+    no validation classes (the 5 classes of the training half all train; validation tests set validation_fraction)."""
     values: dict[str, Any] = dict(
         TINY_MODEL,
         dataset=str(dataset),
@@ -44,6 +49,7 @@ def tiny_config(output_dir: Path, dataset: Path, **overrides: Any) -> TrainConfi
         log_every=1,
         eval_at_start=False,
         augment=True,
+        validation_fraction=0.0,
     )
     values.update(overrides)
     return TrainConfig(**values)

@@ -1,0 +1,85 @@
+"""Train / validation / test splits: disjoint classes (zero-shot) or rows (own), counted against brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+from gsp_hub.data import describe_classes, load_image_dataset, own_splits, zero_shot_split
+
+
+@pytest.fixture(scope="module")
+def fmnist() -> DatasetDict:
+    return load_image_dataset(verify_images=False)
+
+
+def labels_only(num_classes: int, per_class: int, splits: tuple[str, ...] = ("train",)) -> DatasetDict:
+    """A DatasetDict of ``per_class`` rows per class in each split (an ``image`` column of row numbers)."""
+    features = Features({"image": Value("int64"), "label": ClassLabel(names=[f"c{i}" for i in range(num_classes)])})
+    labels = np.repeat(np.arange(num_classes), per_class)
+    return DatasetDict({name: Dataset.from_dict({"image": np.arange(len(labels)), "label": labels}, features=features)
+                        for name in splits})
+
+
+def label_set(rows: Dataset) -> set[int]:
+    return set(np.asarray(rows["label"]).tolist())
+
+
+def test_zero_shot_validation_classes_come_from_the_training_half(fmnist):
+    splits = zero_shot_split(fmnist, validation_fraction=0.1)
+    all_labels = np.concatenate([np.asarray(fmnist[name]["label"]) for name in fmnist])
+    assert (label_set(splits.train), label_set(splits.validation), label_set(splits.test)) == (
+        {0, 1, 2}, {3, 4}, {5, 6, 7, 8, 9})  # 10 % of 5 classes rounds up to the minimum of 2
+    assert (splits.num_classes, splits.num_validation_classes, splits.num_test_classes) == (3, 2, 5)
+    assert len(splits.validation) == int(np.isin(all_labels, [3, 4]).sum()) == 1400
+    assert len(splits.train) == int(np.isin(all_labels, [0, 1, 2]).sum())
+    assert splits.describe("validation") == "classes 3-4 (Dress, Coat)"
+    assert "validation 1400 rows of classes 3-4 from train+test (Dress, Coat), choose the model" in splits.summary
+    assert "reported only" in splits.summary
+
+
+def test_zero_shot_validation_fraction_rounds_up_and_keeps_two_training_classes():
+    dataset = labels_only(40, 3)
+    splits = zero_shot_split(dataset, validation_fraction=0.1)  # 20 classes in the training half: 2 validate
+    assert label_set(splits.validation) == {18, 19} and label_set(splits.train) == set(range(18))
+    splits = zero_shot_split(dataset, validation_fraction=0.25)  # ceil(5)
+    assert label_set(splits.validation) == set(range(15, 20))
+    assert zero_shot_split(dataset).validation is None  # 0: no validation split
+    with pytest.raises(ValueError, match="validation_fraction=0.5 holds out 2 of the 2 training classes"):
+        zero_shot_split(labels_only(4, 3), validation_fraction=0.5)
+
+
+def test_own_splits_hold_out_a_stratified_seeded_validation_part():
+    dataset = labels_only(5, 10, splits=("train", "test"))
+    splits = own_splits(dataset, validation_fraction=0.2, seed=3)
+    train_rows, validation_rows = np.asarray(splits.train["image"]), np.asarray(splits.validation["image"])
+    assert not set(train_rows) & set(validation_rows) and len(train_rows) + len(validation_rows) == 50
+    assert np.bincount(np.asarray(splits.validation["label"])).tolist() == [2] * 5  # ceil(0.2 x 10) per class
+    again = own_splits(dataset, validation_fraction=0.2, seed=3)
+    assert np.array_equal(np.asarray(again.validation["image"]), validation_rows)
+    other = own_splits(dataset, validation_fraction=0.2, seed=4)
+    assert not np.array_equal(np.asarray(other.validation["image"]), validation_rows)
+    assert own_splits(dataset).validation is None
+
+
+def test_own_splits_use_a_named_or_detected_validation_split():
+    dataset = labels_only(3, 4, splits=("train", "validation", "test"))
+    splits = own_splits(dataset, validation_fraction=0.5)  # detected: no rows are held out of train
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (12, 12, 12)
+    renamed = labels_only(3, 4, splits=("fit", "dev", "holdout"))
+    splits = own_splits(renamed, train_split="fit", validation_split="dev", test_split="holdout")
+    assert splits.validation is renamed["dev"] and splits.test is renamed["holdout"]
+    with pytest.raises(ValueError, match="must name different splits"):
+        own_splits(renamed, train_split="fit", validation_split="fit", test_split="holdout")
+    with pytest.raises(ValueError, match="unknown split"):
+        own_splits(renamed, train_split="fit", test_split="eval")
+
+
+def test_describe_classes_lists_ranges_ids_and_names():
+    names = ["T-shirt/top", "Trouser", "Pullover", "3", "Coat"]
+    assert describe_classes([0, 1, 2], names) == "classes 0-2 (T-shirt/top, Trouser, Pullover)"
+    assert describe_classes([3], names) == "class 3"
+    assert describe_classes([1, 4], names) == "classes 1, 4 (Trouser, Coat)"
+    assert describe_classes(range(8), [str(i) for i in range(8)]) == "classes 0-7"
+    assert describe_classes(range(8), [f"n{i}" for i in range(8)], limit=2) == "classes 0-7 (n0, n1, ... (6 more))"

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from gsp_hub.data import (
+    DatasetSource,
     DatasetSplits,
     MPerClassBatchSampler,
     collate_image_batch,
@@ -95,7 +96,7 @@ class RunData:
 
 
 def load_dataset_splits(
-    source: str | None,
+    source: DatasetSource,
     *,
     split_protocol: str = "zero-shot",
     image_column: str | None = None,

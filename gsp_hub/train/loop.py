@@ -38,7 +38,7 @@ from gsp_hub.metrics import retrieval_metrics
 from gsp_hub.train.artifacts import METRICS_FILE_NAME, MODEL_DIR_NAME, export_model, write_json
 from gsp_hub.train.callbacks import BatchOutputs, Callback, PrototypeInitCallback, needs_prototype_init
 from gsp_hub.train.ccp_callback import create_ccp_callback
-from gsp_hub.train.config import RunConfig, TrainConfig
+from gsp_hub.train.config import RunConfig, TrainConfig, describe_dataset
 from gsp_hub.train.data import (
     RunData,
     batches_per_epoch,
@@ -237,7 +237,7 @@ class Trainer:
             label_column=config.label_column, verify_images=config.verify_images,
             skip_bad_images=config.skip_bad_images, progress=accelerator.is_local_main_process,
         )
-        logger.info("data: %s (%s)", config.dataset, splits.summary)
+        logger.info("data: %s (%s)", describe_dataset(config.dataset), splits.summary)
         self.model = create_model(config)
         self.data: RunData = load_run_data(config, splits, self.model)
         self.loss_fn = create_loss_module(config, splits.num_classes, self.model).to(accelerator.device)
@@ -340,11 +340,12 @@ class Trainer:
         splits = self.data.splits
         test_classes = (f"test classes {splits.num_classes}-{splits.num_classes + splits.num_test_classes - 1}"
                         if splits.protocol == "zero-shot" else "test split")
+        dataset = describe_dataset(self.config.dataset)
         path = export_model(
             self.model,
             self.output_dir / MODEL_DIR_NAME,
             metrics=metrics,
-            dataset={"id": self.config.dataset, "split": "test", "name": f"{self.config.dataset} ({test_classes})"},
+            dataset={"id": dataset, "split": "test", "name": f"{dataset} ({test_classes})"},
             recipe=self.config.to_dict(),
             data_config=self.data.data_config,
         )

@@ -9,7 +9,9 @@ The data flow of a run::
     sampler = MPerClassBatchSampler(np.asarray(splits.train["label"]), m=4, batch_size=32)
     loader = DataLoader(train, batch_sampler=sampler, collate_fn=collate_image_batch)
 
-``source=None`` is the Fashion-MNIST subset shipped in the package (:mod:`gsp_hub.data.embedded`).
+``source=None`` is the Fashion-MNIST subset shipped in the package (:mod:`gsp_hub.data.embedded`); ``source`` may also
+be a path, a Hub id, a CSV / JSON-lines table of image paths or a ``datasets.Dataset`` / ``DatasetDict`` object
+(:mod:`gsp_hub.data.loading`).
 """
 
 from gsp_hub.data.collage import (
@@ -32,6 +34,8 @@ from gsp_hub.data.loading import (
     IMAGE_COLUMN_NAMES,
     LABEL_COLUMN,
     LABEL_COLUMN_NAMES,
+    SPLIT_COLUMN,
+    DatasetSource,
     decode_image,
     find_bad_images,
     load_image_dataset,
@@ -68,9 +72,11 @@ __all__ = [
     "IMAGE_COLUMN_NAMES",
     "LABEL_COLUMN",
     "LABEL_COLUMN_NAMES",
+    "SPLIT_COLUMN",
     "SPLIT_PROTOCOLS",
     "BatchTransform",
     "CollageSplit",
+    "DatasetSource",
     "DatasetSplits",
     "describe_classes",
     "ImageConfigOptions",

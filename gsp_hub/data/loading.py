@@ -3,17 +3,26 @@
 Sources (``load_image_dataset(source)``):
 
 * ``None`` or ``"fashion-mnist-subset"``: the data set embedded in the package (:mod:`gsp_hub.data.embedded`);
-* a local folder: ``datasets.load_dataset(folder)``, which reads a Hub-layout repository (``README.md`` +
+* a ``datasets.Dataset`` (one ``train`` split) or ``DatasetDict`` object (Python API only);
+* an ``IterableDataset`` / ``IterableDatasetDict`` object: metric learning needs every label up front (m-per-class
+  batches, class splits), so it is read once, whole, into memory, with a ``UserWarning`` (a streamed Hub data set is
+  downloaded whole): bound it first with ``.take(n)``;
+* a ``save_to_disk`` folder (it holds ``dataset_dict.json`` or ``state.json``): ``datasets.load_from_disk``;
+* another local folder: ``datasets.load_dataset(folder)``, which reads a Hub-layout repository (``README.md`` +
   ``data/*.parquet``), a plain folder of parquet files, or an image folder (``root/<class>/*.jpg`` or
   ``root/<split>/<class>/*.jpg``, the ``imagefolder`` builder);
 * a ``.parquet`` file (one ``train`` split);
-* a Hub id ``org/name`` (anything of that shape that is not an existing path): ``datasets.load_dataset(id)``.
+* a ``.csv``, ``.jsonl`` or ``.json`` (JSON lines or a list of records) table of image paths and labels: paths
+  relative to the table's folder (absolute paths are kept), one ``train`` split or one split per value of a
+  ``split`` column; every file must exist (checked up front, an error names the rows);
+* a Hub id ``org/name`` (anything of that shape that is not an existing path): ``datasets.load_dataset(id)``, from
+  the local cache when offline.
 
 Whatever the source, the result is normalised: the detected (or named) image column becomes ``image``
 (``datasets.Image``), the label column becomes ``label``, a ``ClassLabel`` whose ids 0..C-1 are exactly the
-classes present in the loaded splits (integer or string labels are encoded in sorted order), and other columns
-are dropped. Errors about the data (missing path, no label/image column, fewer than 2 classes, undecodable
-images) are raised here, before any training starts.
+classes present in the loaded splits (integer or string labels are encoded in sorted order, the strings kept as the
+class names), and other columns are dropped. Errors about the data (missing path, no label/image column, fewer
+than 2 classes, undecodable images) are raised here, before any training starts.
 
 Undecodable images: with ``verify_images=True`` (the default) every image is decoded once, up front, with a
 progress bar (one core decodes about 11,000 32x32 or 5,000 64x64 JPEGs per second, i.e. ~12 s for Tiny
@@ -31,11 +40,21 @@ import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import PIL.Image
-from datasets import ClassLabel, Dataset, DatasetDict, Image, Value, load_dataset
+from datasets import (
+    ClassLabel,
+    Dataset,
+    DatasetDict,
+    Image,
+    IterableDataset,
+    IterableDatasetDict,
+    Value,
+    load_dataset,
+    load_from_disk,
+)
 from tqdm.auto import tqdm
 
 from gsp_hub.data.embedded import EMBEDDED_DATASET_NAME, load_fashion_mnist_subset
@@ -45,6 +64,8 @@ __all__ = [
     "IMAGE_COLUMN_NAMES",
     "LABEL_COLUMN",
     "LABEL_COLUMN_NAMES",
+    "SPLIT_COLUMN",
+    "DatasetSource",
     "decode_image",
     "find_bad_images",
     "load_image_dataset",
@@ -52,16 +73,28 @@ __all__ = [
 
 IMAGE_COLUMN = "image"
 LABEL_COLUMN = "label"
-# Column names tried, in order, when no column has the Image / ClassLabel feature.
-IMAGE_COLUMN_NAMES: tuple[str, ...] = ("image", "img", "pixel_values", "images", "picture", "photo")
+# Column names tried, in order, when no column has the Image / ClassLabel feature (the last four are the usual names
+# of a column of image file paths, as in CSV / JSON-lines tables).
+IMAGE_COLUMN_NAMES: tuple[str, ...] = ("image", "img", "pixel_values", "images", "picture", "photo", "image_path",
+                                       "path", "file", "filename")
 LABEL_COLUMN_NAMES: tuple[str, ...] = ("label", "labels", "fine_label", "class", "class_id", "category", "target")
+SPLIT_COLUMN = "split"  # in a CSV / JSON-lines table: the split of each row (else all rows are ``train``)
+
+DatasetSource: TypeAlias = (
+    str | os.PathLike[str] | Dataset | DatasetDict | IterableDataset | IterableDatasetDict | None
+)
+
+# Suffix of a table of image paths + labels -> the datasets builder that reads it.
+_TABLE_BUILDERS = {".csv": "csv", ".jsonl": "json", ".json": "json"}
+# A folder written by Dataset.save_to_disk holds state.json, one by DatasetDict.save_to_disk dataset_dict.json.
+_SAVE_TO_DISK_MARKERS = ("dataset_dict.json", "state.json")
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _RGB_DECODER = Image(mode="RGB")
 
 
 def load_image_dataset(
-    source: str | os.PathLike[str] | None = None,
+    source: DatasetSource = None,
     *,
     split: str | Sequence[str] | None = None,
     image_column: str | None = None,
@@ -74,9 +107,12 @@ def load_image_dataset(
     """Load an image-classification data set; see the module docstring for sources and guarantees.
 
     Args:
-        source: ``None`` / ``"fashion-mnist-subset"``, a local folder or ``.parquet`` file, or a Hub id.
+        source: ``None`` / ``"fashion-mnist-subset"``, a ``Dataset`` / ``DatasetDict`` (or iterable) object, a
+            local folder (``save_to_disk``, Hub-layout, parquet or image folder), a ``.parquet`` file, a ``.csv`` /
+            ``.jsonl`` / ``.json`` table of image paths and labels, or a Hub id.
         split: keep only this split (or these splits); default all.
-        image_column / label_column: use these columns instead of detecting them.
+        image_column / label_column: use these columns instead of detecting them (for a table: the column of
+            image paths).
         revision: Hub revision (branch, tag or commit); used for Hub ids only.
         verify_images: decode every image once up front (not done for the embedded data, known good).
         skip_bad_images: drop undecodable images (with a warning) instead of raising; needs ``verify_images``.
@@ -88,8 +124,9 @@ def load_image_dataset(
     if skip_bad_images and not verify_images:
         raise ValueError("skip_bad_images=True needs verify_images=True: bad images are found by the verification "
                          "pass (drop --no-verify-images, or drop --skip-bad-images)")
-    is_embedded = source is None or str(source) == EMBEDDED_DATASET_NAME
-    dataset = load_fashion_mnist_subset() if is_embedded else _load_source(str(source), revision)
+    is_embedded = source is None or (isinstance(source, (str, os.PathLike))
+                                     and os.fspath(source) == EMBEDDED_DATASET_NAME)
+    dataset = load_fashion_mnist_subset() if is_embedded else _as_dataset_dict(source, revision, image_column)
     dataset = _select_splits(dataset, split)
     dataset = _normalise_columns(dataset, image_column, label_column)
     dataset = _encode_labels(dataset)  # class errors first: they are cheap to find
@@ -132,9 +169,42 @@ def find_bad_images(dataset: Dataset, *, progress: bool = True, description: str
     return bad
 
 
-def _load_source(source: str, revision: str | None) -> DatasetDict:
-    """Dispatch on the kind of source: local folder, parquet file, or Hub id."""
+def _as_dataset_dict(source: DatasetSource, revision: str | None, image_column: str | None) -> DatasetDict:
+    """The splits of a data set object or path (a lone ``Dataset`` is one ``train`` split)."""
+    if isinstance(source, (IterableDataset, IterableDatasetDict)):
+        source = _materialise(source)
+    elif isinstance(source, (str, os.PathLike)):
+        source = _load_source(os.fspath(source), revision, image_column)
+    elif not isinstance(source, (Dataset, DatasetDict)):
+        raise TypeError(f"dataset / --dataset: got a {type(source).__name__}; expected a path or Hub id (str), a "
+                        "datasets.Dataset, DatasetDict, IterableDataset or IterableDatasetDict")
+    dataset = DatasetDict({"train": source}) if isinstance(source, Dataset) else source
+    if not dataset:
+        raise ValueError("the DatasetDict has no splits; pass one with at least a train split")
+    return dataset
+
+
+def _materialise(stream: IterableDataset | IterableDatasetDict) -> Dataset | DatasetDict:
+    """An in-memory copy of every row of ``stream`` (images kept encoded), with a warning about its size."""
+    warnings.warn(f"dataset is an {type(stream).__name__}: metric learning needs every label up front (m-per-class "
+                  "batches, class splits), so every row is read now and kept in memory (a streamed Hub data set is "
+                  "downloaded whole). Bound it first with .take(n), or pass a datasets.Dataset", stacklevel=4)
+    if isinstance(stream, IterableDatasetDict):
+        return DatasetDict({name: _materialise_split(split) for name, split in stream.items()})
+    return _materialise_split(stream)
+
+
+def _materialise_split(stream: IterableDataset) -> Dataset:
+    rows = stream if stream.features is None else stream.decode(False)  # unknown features: nothing is decoded
+    return Dataset.from_list(list(rows), features=stream.features)
+
+
+def _load_source(source: str, revision: str | None, image_column: str | None) -> Dataset | DatasetDict:
+    """Dispatch on the kind of source: save_to_disk folder, other local folder, parquet file, table of image paths,
+    or Hub id."""
     path = Path(source).expanduser()
+    if path.is_dir() and any((path / marker).is_file() for marker in _SAVE_TO_DISK_MARKERS):
+        return load_from_disk(str(path))
     if path.is_dir():
         try:
             return load_dataset(str(path))
@@ -142,16 +212,46 @@ def _load_source(source: str, revision: str | None) -> DatasetDict:
             raise ValueError(f"the folder {path} holds no data set datasets can read ({error}); expected a "
                              "Hub-layout folder (README.md + data/*.parquet), parquet files, or an image folder "
                              "root/<class>/<image>") from error
-    if path.is_file():
-        if path.suffix != ".parquet":
-            raise ValueError(f"--dataset {source!r} is a {path.suffix or 'suffix-less'} file; expected a folder, a "
-                             f".parquet file, a Hub id org/name, or {EMBEDDED_DATASET_NAME!r}")
+    if path.is_file() and path.suffix == ".parquet":
         return load_dataset("parquet", data_files=str(path))
+    if path.is_file() and path.suffix in _TABLE_BUILDERS:
+        return _load_image_table(path, image_column)
+    if path.is_file():
+        raise ValueError(f"--dataset {source!r} is a {path.suffix or 'suffix-less'} file; expected a folder, a "
+                         f".parquet file, a .csv / .jsonl / .json table of image paths and labels, a Hub id "
+                         f"org/name, or {EMBEDDED_DATASET_NAME!r}")
     if _HUB_ID.fullmatch(source):
         return _load_from_hub(source, revision)
-    raise FileNotFoundError(f"--dataset {source!r}: no such file or folder. Give an existing folder or .parquet "
-                            f"file, a Hub id of the form org/name, or omit --dataset to use the embedded "
+    raise FileNotFoundError(f"--dataset {source!r}: no such file or folder. Give an existing folder, .parquet, .csv "
+                            f"or .jsonl file, a Hub id of the form org/name, or omit --dataset to use the embedded "
                             f"{EMBEDDED_DATASET_NAME!r}")
+
+
+def _load_image_table(path: Path, image_column: str | None) -> DatasetDict:
+    """A CSV / JSON-lines table of image paths and labels: the paths resolved against the table's folder, checked
+    to exist and cast to ``Image``; one split per value of the ``split`` column, else one ``train`` split."""
+    table = load_dataset(_TABLE_BUILDERS[path.suffix], data_files=str(path), split="train")
+    column = _pick_column(table.features, image_column, Image, IMAGE_COLUMN_NAMES, "image")
+    folder = path.absolute().parent
+    files = [None if value is None else folder / str(value) for value in table[column]]  # absolute paths: kept
+    missing = [(row, file) for row, file in enumerate(files) if file is None or not file.is_file()]
+    if missing:
+        examples = ", ".join(f"row {row} ({file or 'empty'})" for row, file in missing[:5])
+        raise FileNotFoundError(
+            f"{path}: {len(missing)} of {len(files)} image files of the column {column!r} do not exist: {examples}"
+            f"{' ...' if len(missing) > 5 else ''} (row 0 is the first data row). Relative paths are read from the "
+            f"table's folder {folder}; fix the paths or remove those rows")
+    images = table.remove_columns(column).add_column(column, [str(file) for file in files])
+    images = images.cast_column(column, Image())
+    if SPLIT_COLUMN not in images.column_names:
+        return DatasetDict({"train": images})
+    rows_of_split: dict[str, list[int]] = {}
+    for row, name in enumerate(images[SPLIT_COLUMN]):
+        if name is None:
+            raise ValueError(f"{path}: row {row} has an empty {SPLIT_COLUMN!r}; give every row a split name (or "
+                             f"drop the {SPLIT_COLUMN!r} column for one train split)")
+        rows_of_split.setdefault(str(name), []).append(row)
+    return DatasetDict({name: images.select(rows) for name, rows in rows_of_split.items()})
 
 
 def _load_from_hub(repo_id: str, revision: str | None) -> DatasetDict:

@@ -1,9 +1,11 @@
 """The configuration of a training run: one typed dataclass, filled from defaults, a YAML file and CLI flags.
 
 Precedence: dataclass defaults < ``--config run.yaml`` < explicit command-line flags. The resolved configuration
-is saved next to every run (``train_config.yaml``) and reloads with :meth:`TrainConfig.from_yaml`. Every field
-carries its help text in ``metadata["help"]``; the command line builds one flag per field from it
-(:mod:`gsp_hub.train.commands`), so a new option is one field here.
+is saved next to every run (``train_config.yaml``) and reloads with :meth:`TrainConfig.from_yaml`; a data set
+object given in Python (``TrainConfig(dataset=DatasetDict(...))``) is saved as a description of it, so reloading
+needs the object again (``from_yaml(path, dataset=...)``). Every field carries its help text in
+``metadata["help"]``; the command line builds one flag per field from it (:mod:`gsp_hub.train.commands`), so a new
+option is one field here.
 
 The defaults are the no-argument job: a GSP model (timm ``test_resnet``, a 0.4 M-parameter ResNet, at output stride
 8: 32x32 inputs give 4x4 local features) trained from scratch with multi-similarity + ZSR for 15 epochs on the
@@ -14,19 +16,40 @@ is off by default (``--augment``).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 import yaml
 
 from gsp_hub.train.artifacts import atomic_write_text
 
-__all__ = ["CONFIG_FILE_NAME", "RunConfig", "TrainConfig", "option"]
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
+
+    InMemoryDataset: TypeAlias = Dataset | DatasetDict | IterableDataset | IterableDatasetDict
+else:
+    InMemoryDataset = Any  # not imported at run time: the command line builds its flags from this module, lightly
+
+__all__ = ["CONFIG_FILE_NAME", "IN_MEMORY_DATASET_PREFIX", "RunConfig", "TrainConfig", "describe_dataset", "option"]
 
 CONFIG_FILE_NAME = "train_config.yaml"
+IN_MEMORY_DATASET_PREFIX = "<in-memory "  # how a saved config records a data set object (see describe_dataset)
+
+
+def describe_dataset(dataset: str | os.PathLike[str] | InMemoryDataset | None) -> str | None:
+    """A path, Hub id or ``None`` as it is; a data set object as a readable record of it, e.g.
+    ``"<in-memory DatasetDict: splits train (96 rows), test (32 rows)>"`` (a lone ``Dataset`` is split ``train``)."""
+    if dataset is None or isinstance(dataset, (str, os.PathLike)):
+        return None if dataset is None else os.fspath(dataset)
+    splits = dataset.items() if isinstance(dataset, Mapping) else [("train", dataset)]
+    sizes = ", ".join(f"{name} ({rows.num_rows} rows)" if hasattr(rows, "num_rows") else f"{name} (streamed)"
+                      for name, rows in splits)
+    return f"{IN_MEMORY_DATASET_PREFIX}{type(dataset).__name__}: splits {sizes}>"
 
 
 def option(default: Any, help: str, *, group: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -77,10 +100,19 @@ class RunConfig:
             raise ValueError(f"config file {path} is not valid YAML: {error}") from error
         if not isinstance(values, dict):
             raise ValueError(f"config file {path} must hold a mapping of options, got {type(values).__name__}.")
-        return cls.from_dict({**values, **overrides})
+        values = {**values, **overrides}
+        dataset = values.get("dataset")
+        if isinstance(dataset, str) and dataset.startswith(IN_MEMORY_DATASET_PREFIX):
+            raise ValueError(f"config file {path} records a data set object passed in Python ({dataset}); "
+                             f"it cannot be read back from the file: pass it again, {cls.__name__}.from_yaml(path, "
+                             "dataset=<the Dataset or DatasetDict>), or give a path or Hub id with --dataset.")
+        return cls.from_dict(values)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The options as plain values (YAML-safe): a data set object is recorded by :func:`describe_dataset`."""
+        values = {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(self)}
+        return {name: describe_dataset(value) if name == "dataset" else copy.deepcopy(value)
+                for name, value in values.items()}
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``FILE_NAME`` into ``directory`` atomically; returns its path."""
@@ -123,9 +155,12 @@ class TrainConfig(RunConfig):
     channels_last: bool = option(False, "run the model in channels-last memory format", group="model")
 
     # data
-    dataset: str = option("fashion-mnist-subset",
-                           "data set: the embedded 'fashion-mnist-subset', a Hub id org/name, a local Hub-layout or "
-                           "image folder, or a .parquet file", group="data")
+    dataset: str | InMemoryDataset = option(
+        "fashion-mnist-subset",
+        "data set: the embedded 'fashion-mnist-subset', a Hub id org/name (the local cache when offline), a local "
+        "save_to_disk, Hub-layout, parquet or image folder (root/<class>/<image>), a .parquet file, or a .csv / "
+        ".jsonl table of image paths (relative to the table) and labels, with an optional split column; in Python "
+        "also a datasets.Dataset or DatasetDict object", group="data")
     split_protocol: str = option("zero-shot", "zero-shot: first half of the classes to train (its last "
                                   "--validation-fraction held out as validation classes), the rest to test; own: the "
                                   "data set's own train/validation/test splits", group="data",

@@ -40,7 +40,7 @@ from gsp_hub.metrics import retrieval_metrics
 from gsp_hub.train.artifacts import METRICS_FILE_NAME, MODEL_DIR_NAME, export_model, write_json
 from gsp_hub.train.callbacks import BatchOutputs, Callback, PrototypeInitCallback, needs_prototype_init
 from gsp_hub.train.ccp_callback import create_ccp_callback
-from gsp_hub.train.config import RunConfig, TrainConfig
+from gsp_hub.train.config import RunConfig, TrainConfig, describe_dataset
 from gsp_hub.train.data import (
     VALIDATION_PREFIX,
     RunData,
@@ -243,7 +243,7 @@ class Trainer:
                              "split; set --validation-fraction > 0 (or name a --validation-split).")
         prepare_output_dir(config, accelerator, resume_dir)  # the checks passed: only now is anything removed
         set_seed(config.seed)
-        logger.info("data: %s (%s)", config.dataset, splits.summary)
+        logger.info("data: %s (%s)", describe_dataset(config.dataset), splits.summary)
         self.splits = splits
         self.model = create_model(config)
         self.data: RunData = load_run_data(config, splits, self.model)
@@ -362,11 +362,12 @@ class Trainer:
         test_classes = (f"test classes {splits.num_classes + splits.num_validation_classes}-"
                         f"{splits.num_classes + splits.num_validation_classes + splits.num_test_classes - 1}"
                         if splits.protocol == "zero-shot" else "test split")
+        dataset = describe_dataset(self.config.dataset)
         path = export_model(
             self.model,
             self.output_dir / MODEL_DIR_NAME,
             metrics=metrics,
-            dataset={"id": self.config.dataset, "split": "test", "name": f"{self.config.dataset} ({test_classes})"},
+            dataset={"id": dataset, "split": "test", "name": f"{dataset} ({test_classes})"},
             recipe=self.config.to_dict(),
             data_config=self.data.data_config,
             selected_by=self.selected_by,

@@ -194,9 +194,9 @@ def test_missing_path_names_the_path_and_the_fix(tmp_path):
 
 
 def test_unsupported_file_and_empty_folder(tmp_path):
-    (tmp_path / "labels.csv").write_text("a,b\n")
-    with pytest.raises(ValueError, match=r"\.csv file; expected a folder, a \.parquet file"):
-        load_image_dataset(tmp_path / "labels.csv")
+    (tmp_path / "labels.txt").write_text("a,b\n")
+    with pytest.raises(ValueError, match=r"\.txt file; expected a folder, a \.parquet file, a \.csv / \.jsonl"):
+        load_image_dataset(tmp_path / "labels.txt")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no data set"):
         load_image_dataset(tmp_path / "empty")

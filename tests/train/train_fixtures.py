@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from datasets import DatasetDict
 
 from gsp_hub.train import TrainConfig
 
@@ -35,12 +36,29 @@ def write_tiny_dataset(path: Path, per_class: int = 16) -> Path:
     return path
 
 
-def tiny_config(output_dir: Path, dataset: Path, **overrides: Any) -> TrainConfig:
-    """A run of 16-image steps on ``dataset`` (5 train classes: 4 per batch x 4 images), 2 epochs, timm augmentation;
-    no validation classes (the 5 classes of the training half all train; validation tests set validation_fraction)."""
+def write_labelled_images(folder: Path, classes: int = 4, per_class: int = 8) -> list[tuple[str, str]]:
+    """``folder/<class>_<i>.png``: random 32x32 RGB images of ``classes`` classes named ``class_a``, ``class_b``, ...;
+    returns the (file name, class name) rows."""
+    import PIL.Image
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for label in (f"class_{chr(ord('a') + c)}" for c in range(classes)):
+        for i in range(per_class):
+            name = f"{label}_{i}.png"
+            PIL.Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / name)
+            rows.append((name, label))
+    return rows
+
+
+def tiny_config(output_dir: Path, dataset: Path | DatasetDict, **overrides: Any) -> TrainConfig:
+    """A run of 16-image steps on ``dataset`` (a path or an object; 5 train classes: 4 per batch x 4 images), 2 epochs,
+    timm augmentation; no validation classes (the 5 classes of the training half all train; validation tests set
+    validation_fraction)."""
     values: dict[str, Any] = dict(
         TINY_MODEL,
-        dataset=str(dataset),
+        dataset=str(dataset) if isinstance(dataset, Path) else dataset,
         output_dir=str(output_dir),
         batch_size=16,
         m_per_class=4,

@@ -39,6 +39,7 @@ from datasets.fingerprint import Hasher
 from datasets.table import InMemoryTable
 from tqdm.auto import tqdm
 
+from gsp_hub.checks import check_int
 from gsp_hub.data.loading import IMAGE_COLUMN, LABEL_COLUMN, decode_image, load_image_dataset
 
 __all__ = [
@@ -98,7 +99,7 @@ def build_tin_collage(
         the tile in each cell).
     """
     spec = _check_split(split)
-    seed = _check_seed(seed)
+    seed = check_int("seed", seed, minimum=0, meaning="numpy Generator seed")
     rows = _source_rows(source, spec.source_split)
     labels = np.asarray(rows[LABEL_COLUMN], dtype=np.int64)
     per_class = _check_images_per_class(images_per_class, labels, spec, split)
@@ -145,10 +146,11 @@ def collage_location_cells(map_size: int) -> np.ndarray:
 
     ``map_size`` must be even (each cell then covers a (map_size/2)^2 block): 4 for a 128 px EfficientNet map.
     """
-    if isinstance(map_size, bool) or not isinstance(map_size, int) or map_size < COLLAGE_GRID \
-            or map_size % COLLAGE_GRID:
-        raise ValueError(f"map_size={map_size!r}: expected a positive even integer (the side of the feature map, "
-                         f"e.g. 4 for 128 px at stride 32) so that every location lies in one of the 2x2 cells")
+    check_int("map_size", map_size, minimum=COLLAGE_GRID, meaning="the side of the feature map, e.g. 4 for 128 px at "
+              "stride 32")
+    if map_size % COLLAGE_GRID:
+        raise ValueError(f"map_size must be an even int (so that every location lies in one of the 2x2 cells), got "
+                         f"{map_size!r}; pass e.g. map_size={map_size + 1}.")
     half = map_size // COLLAGE_GRID
     grid = np.arange(map_size) // half
     return (grid[:, None] * COLLAGE_GRID + grid[None, :]).reshape(-1)
@@ -162,23 +164,14 @@ def _check_split(split: Any) -> CollageSplit:
     return COLLAGE_SPLITS[split]
 
 
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed={seed!r}: expected a non-negative integer (numpy Generator seed); pass e.g. seed=0")
-    return int(seed)
-
-
 def _check_images_per_class(images_per_class: Any, labels: np.ndarray, spec: CollageSplit, split: str) -> int:
     """The number of collages per label class: ``images_per_class`` checked against the smallest label class."""
     available = int(min((labels == c).sum() for c in spec.label_classes))
     if images_per_class is None:
         return available
-    if isinstance(images_per_class, bool) or not isinstance(images_per_class, (int, np.integer)) \
-            or not 1 <= images_per_class <= available:
-        raise ValueError(f"images_per_class={images_per_class!r}: expected an integer in 1..{available} for "
-                         f"split={split!r} (the Tiny-ImageNet {spec.source_split!r} split has {available} images in "
-                         f"its smallest label class); pass a value in that range, or None for all of them")
-    return int(images_per_class)
+    return check_int("images_per_class", images_per_class, minimum=1, maximum=available,
+                     meaning=f"split={split!r}: the Tiny-ImageNet {spec.source_split!r} split has {available} images "
+                     "in its smallest label class", fix="pass a value in that range, or None for all of them")
 
 
 def _source_rows(source: str | os.PathLike[str] | DatasetDict, source_split: str) -> Dataset:

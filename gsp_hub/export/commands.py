@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gsp_hub.checks import check_int
+
 if TYPE_CHECKING:  # torch is imported by the writers only: `gsp-hub --help` stays instant
     from torch import Tensor, nn
 
@@ -32,8 +34,7 @@ def parity_images(model: nn.Module, folder: str | Path, count: int, input_size: 
 
     from gsp_hub.index.embedding import gallery_items, model_data_config
 
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ValueError(f"--parity-count must be an int >= 1, got {count!r}.")
+    check_int("--parity-count", count, minimum=1)
     items = gallery_items(folder)[:count]
     transform = timm.data.create_transform(**model_data_config(model, input_size), is_training=False)
     return torch.stack([transform(item.image()) for item in items])

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_leaves
 
+from gsp_hub.checks import check_float
 from gsp_hub.export.program import ExportError, check_images, eval_mode
 
 __all__ = ["DEFAULT_ATOL", "ExportResult", "checked_export_path", "max_abs_difference", "publish_checked"]
@@ -112,8 +113,7 @@ def publish_checked(
     Raises:
         ExportError: the export's outputs differ from eager by more than ``atol`` (nothing is written).
     """
-    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not atol >= 0:
-        raise ValueError(f"atol must be a number >= 0 (largest accepted |exported - eager|), got {atol!r}.")
+    check_float("atol", atol, minimum=0.0, meaning="largest accepted |exported - eager|")
     images = check_images(check_inputs, "check_inputs")
     batches = [images] if images.shape[0] == 1 else [images, images[:1]]
     target = checked_export_path(path, suffix, format_name)

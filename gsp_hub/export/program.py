@@ -22,6 +22,8 @@ import torch
 from torch import Tensor, nn
 from torch.export import Dim, ExportedProgram
 
+from gsp_hub.checks import check_int
+
 __all__ = [
     "BATCH_AXIS",
     "ExportError",
@@ -61,13 +63,10 @@ def default_example_inputs(
     model: nn.Module, batch_size: int = 2, input_size: int | None = None, seed: int = 0
 ) -> Tensor:
     """A reproducible N(0, 1) batch (batch_size, C, H, W) at the model's timm input size (or ``input_size``)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}.")
+    check_int("batch_size", batch_size, minimum=1)
     channels, height, width = timm.data.resolve_data_config({}, model=model)["input_size"]
     if input_size is not None:
-        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
-            raise ValueError(f"input_size must be a positive int (square images), got {input_size!r}.")
-        height = width = input_size
+        height = width = check_int("input_size", input_size, minimum=1, meaning="side of square images")
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(batch_size, channels, height, width, generator=generator)
 

@@ -33,6 +33,7 @@ from datasets import Image as ImageFeature
 from torch import nn
 from tqdm.auto import tqdm
 
+from gsp_hub.checks import check_int
 from gsp_hub.data import IMAGE_COLUMN, LABEL_COLUMN, decode_image
 
 __all__ = [
@@ -188,8 +189,7 @@ def embed_items(
     progress: bool = True,
 ) -> np.ndarray:
     """(len(items), D) float32 L2-normalised embeddings, computed in eval mode in batches of ``batch_size``."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}.")
+    check_int("batch_size", batch_size, minimum=1)
     transform = timm.data.create_transform(**data_config, is_training=False)
     was_training = model.training
     model.eval()

@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from datasets import Dataset
 from torch import nn
 
+from gsp_hub.checks import check_int
 from gsp_hub.hub.atomic import atomic_directory
 from gsp_hub.hub.loading import file_sha256
 from gsp_hub.index.embedding import (
@@ -265,8 +266,7 @@ class GalleryIndex:
     def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Top-k of L2-normalised ``queries`` (q, dim): (scores (q, k'), ids (q, k')), k' = min(k, len); id -1 =
         no result (possible with approximate structures)."""
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be an int >= 1 (number of neighbours), got {k!r}.")
+        check_int("k", k, minimum=1, meaning="number of neighbours")
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries must have shape (q, {self.dim}), got {queries.shape}.")

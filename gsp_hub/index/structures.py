@@ -21,6 +21,8 @@ from typing import Any
 import faiss
 import numpy as np
 
+from gsp_hub.checks import check_int
+
 __all__ = ["INDEX_KINDS", "IndexSettings", "build_structure", "configure_loaded", "exact_search", "recall_vs_exact"]
 
 INDEX_KINDS = ("flat", "hnsw", "ivf")
@@ -47,12 +49,9 @@ class IndexSettings:
         if self.kind not in INDEX_KINDS:
             raise ValueError(f"kind must be one of {INDEX_KINDS} (flat = exact search), got {self.kind!r}.")
         for name in ("hnsw_m", "ef_construction", "ef_search", "nprobe"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
-        lists = self.ivf_lists
-        if lists is not None and (isinstance(lists, bool) or not isinstance(lists, int) or lists < 1):
-            raise ValueError(f"ivf_lists must be an int >= 1 or None (automatic), got {lists!r}.")
+            check_int(name, getattr(self, name), minimum=1)
+        if self.ivf_lists is not None:
+            check_int("ivf_lists", self.ivf_lists, minimum=1, meaning="or None: automatic")
 
     @property
     def exact(self) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from gsp_hub.checks import check_int
 from gsp_hub.layers.kcenter import greedy_k_center
 from gsp_hub.layers.pooling import register_pool, to_tokens
 from gsp_hub.layers.transport import (
@@ -88,15 +89,11 @@ class GSP(nn.Module):
         memory_size: int = 1024,
     ) -> None:
         super().__init__()
-        for name, value in (("dim", dim), ("num_prototypes", num_prototypes)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        check_int("dim", dim, minimum=1)
+        check_int("num_prototypes", num_prototypes, minimum=1)
         check_transport_params(transport_ratio, gamma, iters)
-        if isinstance(memory_size, bool) or not isinstance(memory_size, int) or memory_size < 2 * num_prototypes:
-            raise ValueError(
-                f"memory_size must be an int >= 2 * num_prototypes = {2 * num_prototypes} (k-center needs "
-                f"num_prototypes seeds plus at least as many candidates), got {memory_size!r}."
-            )
+        check_int("memory_size", memory_size, minimum=2 * num_prototypes,
+                  meaning="2 * num_prototypes: k-center needs num_prototypes seeds plus at least as many candidates")
         self.dim = dim
         self.num_prototypes = num_prototypes
         self.transport_ratio = float(transport_ratio)

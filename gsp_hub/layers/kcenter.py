@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from gsp_hub.checks import check_int
+
 __all__ = ["greedy_k_center"]
 
 
@@ -56,11 +58,8 @@ def greedy_k_center(
     single_group = candidates.ndim == 2
     groups = candidates[None] if single_group else candidates
     num_groups, num_candidates, dim = groups.shape
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= num_candidates:
-        raise ValueError(
-            f"k must be an int with 1 <= k <= n = {num_candidates} (candidates per group), got {k!r}; "
-            "pass more candidates or ask for fewer picks."
-        )
+    check_int("k", k, minimum=1, maximum=num_candidates, meaning=f"n = {num_candidates} candidates per group",
+              fix="pass more candidates or ask for fewer picks")
     distances = groups.new_full((num_groups, num_candidates), float("inf"))
     if seeds is not None:
         expected = f"(m, {dim})" if single_group else f"({num_groups}, m, {dim})"

@@ -6,15 +6,16 @@ Adding a pooling is one module decorated with ``@register_pool("name")`` whose c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
+from gsp_hub.checks import check_int, check_kwargs
 from gsp_hub.registry import Registry
 
-__all__ = ["AvgPool", "GeM", "MaxPool", "create_pool", "list_pools", "register_pool", "to_tokens"]
+__all__ = ["AvgPool", "GeM", "MaxPool", "check_pool_kwargs", "create_pool", "list_pools", "register_pool", "to_tokens"]
 
 PoolFactory = TypeVar("PoolFactory", bound=Callable[..., nn.Module])
 
@@ -36,6 +37,12 @@ def create_pool(name: str, dim: int, **kwargs: Any) -> nn.Module:
     return _POOLS.get(name)(dim, **kwargs)
 
 
+def check_pool_kwargs(name: str, kwargs: Mapping[str, Any]) -> None:
+    """ValueError, before anything is built, for an unknown pool ``name`` or a key of ``kwargs`` (the
+    ``pool_kwargs`` of :func:`create_pool`) that its constructor does not take."""
+    check_kwargs("pool_kwargs", kwargs, _POOLS.get(name), supplied=("dim",))
+
+
 def to_tokens(x: Tensor, dim: int) -> Tensor:
     """(B, dim, H, W) feature map or (B, N, dim) tokens -> (B, N, dim) tokens (a view when possible)."""
     if x.ndim == 4 and x.shape[1] == dim:
@@ -49,8 +56,7 @@ def to_tokens(x: Tensor, dim: int) -> Tensor:
 
 
 def _check_dim(dim: int) -> None:
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be a positive int (feature width), got {dim!r}.")
+    check_int("dim", dim, minimum=1, meaning="feature width")
 
 
 @register_pool("avg")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from gsp_hub.checks import check_int
 from gsp_hub.layers.gsp import GSPOutput, unit_ball
 from gsp_hub.layers.pooling import register_pool, to_tokens
 
@@ -39,9 +40,8 @@ class PrototypePool(nn.Module):
 
     def __init__(self, dim: int, num_prototypes: int = 32, scale: float = 10.0) -> None:
         super().__init__()
-        for name, value in (("dim", dim), ("num_prototypes", num_prototypes)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        check_int("dim", dim, minimum=1)
+        check_int("num_prototypes", num_prototypes, minimum=1)
         if not scale >= 0:
             raise ValueError(f"scale must be >= 0 (softmax scale of the assignment), got {scale!r}.")
         self.dim = dim

@@ -23,10 +23,11 @@ large ``gamma`` give finite results. Outputs are returned in that compute dtype 
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import Tensor
+
+from gsp_hub.checks import check_float, check_int
 
 __all__ = [
     "GAP_RATIO_THRESHOLD",
@@ -43,20 +44,11 @@ GAP_RATIO_THRESHOLD = 1.0 - 1e-7
 
 def check_transport_params(transport_ratio: float, gamma: float, iters: int) -> None:
     """Raise ValueError unless 0 < transport_ratio <= 1, gamma > 0 (finite) and iters is an int >= 1."""
-    if isinstance(transport_ratio, bool) or not isinstance(transport_ratio, numbers.Real) or not (
-        0.0 < transport_ratio <= 1.0
-    ):
-        raise ValueError(
-            f"transport_ratio must be a number in (0, 1] (the fraction of mass transported to the prototypes), "
-            f"got {transport_ratio!r}; use 1.0 for global average pooling."
-        )
-    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not (0.0 < gamma < math.inf):
-        raise ValueError(
-            f"gamma must be a finite number > 0 (inverse entropy temperature; small values approach average "
-            f"pooling), got {gamma!r}."
-        )
-    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
-        raise ValueError(f"iters must be an int >= 1 (Newton steps of the root solve; 16 is ample), got {iters!r}.")
+    check_float("transport_ratio", transport_ratio, greater_than=0.0, maximum=1.0,
+                meaning="the fraction of mass transported to the prototypes", fix="use 1.0 for global average pooling")
+    check_float("gamma", gamma, greater_than=0.0,
+                meaning="inverse entropy temperature; small values approach average pooling")
+    check_int("iters", iters, minimum=1, meaning="Newton steps of the root solve; 16 is ample")
 
 
 def _check_cost(cost: Tensor, check_values: bool) -> None:

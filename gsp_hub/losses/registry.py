@@ -15,15 +15,16 @@ Keyword arguments of :func:`create_loss` override the defaults above. Adding a l
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from pytorch_metric_learning import distances, losses, reducers
 from torch import Tensor, nn
 
+from gsp_hub.checks import check_kwargs
 from gsp_hub.registry import Registry
 
-__all__ = ["XBM", "SumPerAnchorReducer", "create_loss", "list_losses", "register_loss"]
+__all__ = ["XBM", "SumPerAnchorReducer", "check_loss_kwargs", "create_loss", "list_losses", "register_loss"]
 
 LossFactory = TypeVar("LossFactory", bound=Callable[..., nn.Module])
 
@@ -52,6 +53,12 @@ def create_loss(name: str, *, num_classes: int, embed_dim: int, **kwargs: Any) -
         return factory(num_classes, embed_dim, **kwargs)
     except TypeError as error:
         raise ValueError(f"loss {name!r} does not accept the keyword arguments {sorted(kwargs)}: {error}") from error
+
+
+def check_loss_kwargs(name: str, kwargs: Mapping[str, Any]) -> None:
+    """ValueError, before anything is built, for an unknown loss ``name`` or a key of ``kwargs`` (the keyword
+    arguments of :func:`create_loss`) that its factory does not take; a factory with ``**kwargs`` takes any."""
+    check_kwargs("loss_kwargs", kwargs, _LOSSES.get(name), supplied=("num_classes", "embed_dim"))
 
 
 class SumPerAnchorReducer(reducers.SumReducer):

@@ -13,6 +13,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from gsp_hub.checks import check_int
 from gsp_hub.losses.ridge import cross_batch_ridge_ce
 
 __all__ = ["ZeroShotRegularizer"]
@@ -36,9 +37,8 @@ class ZeroShotRegularizer(nn.Module):
         self, num_classes: int, embed_dim: int, ridge: float = 0.05, scale: float = 9.5, margin: float = 0.0
     ) -> None:
         super().__init__()
-        for name, value, minimum in (("num_classes", num_classes, 2), ("embed_dim", embed_dim, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
+        check_int("num_classes", num_classes, minimum=2)
+        check_int("embed_dim", embed_dim, minimum=1)
         if not ridge > 0:
             raise ValueError(f"ridge must be > 0 (it keeps the Gram matrix positive definite), got {ridge!r}.")
         if not scale > 0:

@@ -10,6 +10,7 @@ own preprocessing, and the constructor arguments their weights need.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import timm
@@ -18,7 +19,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from gsp_hub.models.metric_net import MetricNet
 from gsp_hub.models.zoo import zoo_model_args, zoo_pretrained_cfgs
 
-__all__ = ["NAMED_MODELS", "metric_net", "data_cfg_of_backbone"]
+__all__ = ["NAMED_MODELS", "metric_net", "data_cfg_of_backbone", "default_pool"]
 
 # name -> (backbone, pool). The gap_* twins are the same networks with average pooling (the baselines).
 NAMED_MODELS: dict[str, tuple[str, str]] = {
@@ -37,6 +38,16 @@ def data_cfg_of_backbone(backbone: str) -> dict[str, Any]:
     fields = {name: getattr(cfg, name) for name in _DATA_FIELDS}
     fields["first_conv"] = f"backbone.{cfg.first_conv}" if cfg.first_conv else None
     return fields
+
+
+def default_pool(model: str) -> str | None:
+    """The pooling ``timm.create_model(model)`` builds when no ``pool`` is given: MetricNet's default for
+    ``metric_net``, the named pool of a ``gsp_*`` / ``gap_*`` model (a zoo tag ``.tin200`` aside); None for a model
+    outside gsp_hub."""
+    architecture = model.split(".", 1)[0]
+    if architecture == "metric_net":
+        return inspect.signature(MetricNet).parameters["pool"].default
+    return NAMED_MODELS[architecture][1] if architecture in NAMED_MODELS else None
 
 
 # The zoo tags come first and every untagged config is marked with timm's "*" (the explicit default): the bare

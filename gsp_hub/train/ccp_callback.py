@@ -32,6 +32,7 @@ from accelerate.data_loader import prepare_data_loader
 from datasets import Dataset
 from torch import Tensor, nn
 
+from gsp_hub.checks import check_int, check_kwargs
 from gsp_hub.data import create_image_transforms, with_image_transform
 from gsp_hub.data.transforms import ImageTransform
 from gsp_hub.losses import CCPLoss, CCPSchedule, ccp_sizes, reinit_proxies_
@@ -45,24 +46,18 @@ logger = logging.getLogger(__name__)
 
 EmbeddingPool = Callable[[int], tuple[Tensor, Tensor]]  # draw -> (embeddings (M, D), labels (M,))
 
-_SCHEDULE_OPTIONS = ("patience", "min_delta", "lam", "lam_decay", "restore_best_weights", "kcenter_space")
-
-
 def create_ccp_schedule(options: Mapping[str, Any]) -> tuple[CCPSchedule, int | None]:
     """``(CCPSchedule(**schedule options), pool_size)`` from the ``ccp_kwargs`` of a run.
 
     Accepted keys: patience (3), min_delta (1e-5), lam (2e-4), lam_decay (1.0), restore_best_weights (True),
     kcenter_space ('projected' or 'raw') and pool_size (b samples per class; None: 12 below 1000 classes, else 7).
     """
-    unknown = sorted(set(options) - {*_SCHEDULE_OPTIONS, "pool_size"})
-    if unknown:
-        valid = sorted([*_SCHEDULE_OPTIONS, "pool_size"])
-        raise ValueError(f"ccp_kwargs: unknown option(s) {unknown}; valid options: {valid}.")
-    pool_size = options.get("pool_size")
-    if pool_size is not None and (isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1):
-        raise ValueError(f"ccp_kwargs: pool_size must be an int >= 1 (samples per class), got {pool_size!r}.")
-    schedule = CCPSchedule(**{key: value for key, value in options.items() if key in _SCHEDULE_OPTIONS})
-    return schedule, pool_size
+    check_kwargs("ccp_kwargs", options, CCPSchedule, extra=("pool_size",))
+    schedule_options = dict(options)
+    pool_size = schedule_options.pop("pool_size", None)
+    if pool_size is not None:
+        check_int("ccp_kwargs['pool_size']", pool_size, minimum=1, meaning="samples per class")
+    return CCPSchedule(**schedule_options), pool_size
 
 
 class ClassBalancedPool:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import types
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -54,19 +52,16 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type | Non
                          group_titles: dict[str, str] | None = None) -> None:
     """One flag per field of ``config_cls`` (default :class:`TrainConfig`), grouped by the fields' ``group`` under
     ``group_titles``; defaults are shown but not set (only given flags override)."""
-    from gsp_hub.train.config import TrainConfig
+    from gsp_hub.train.config import TrainConfig, option_kinds
 
     config_cls = config_cls or TrainConfig
     groups = {key: parser.add_argument_group(title) for key, title in (group_titles or _GROUP_TITLES).items()}
-    hints = typing.get_type_hints(config_cls)
     defaults = config_cls()
-    for spec in dataclasses.fields(config_cls):
+    for spec in config_cls.option_fields():
         group = groups[spec.metadata["group"]]
         default = getattr(defaults, spec.name)
         help_text = spec.metadata["help"]
-        kind = hints[spec.name]
-        if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None: the flag takes an X
-            kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+        kind, _ = option_kinds(config_cls)[spec.name]  # X | None: the flag takes an X
         common: dict[str, Any] = dict(dest=spec.name, default=argparse.SUPPRESS)
         if spec.name == "resume":
             group.add_argument(_flag(spec.name), nargs="?", const="latest", metavar="CHECKPOINT",
@@ -74,7 +69,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type | Non
         elif kind is bool:
             group.add_argument(_flag(spec.name), action=argparse.BooleanOptionalAction,
                                help=f"{help_text} (default: {default})", **common)
-        elif typing.get_origin(kind) is dict:
+        elif kind is dict:
             shown = " ".join(f"{k}={v}" for k, v in default.items()) or "none"
             group.add_argument(_flag(spec.name), nargs="*", metavar="KEY=VALUE",
                                help=f"{help_text} (default: {shown})", **common)
@@ -203,8 +198,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train a metric-learning model (GSP + ZSR by default) with accelerate",
         description=(
-            "Train a timm metric-learning model on an image data set with accelerate; evaluate retrieval\n"
-            "(Recall@K, R-Precision, MAP@R) on the validation and test splits every epoch. Validation\n"
+            "Train a timm metric-learning model on an image data set with AdamW and accelerate; evaluate\n"
+            "retrieval (Recall@K, R-Precision, MAP@R) on the validation and test splits every epoch. Validation\n"
             "chooses the exported model; the test split is only reported.\n\n"
             "Without arguments: a GSP model on the embedded Fashion-MNIST subset (classes 0-2 train,\n"
             "3-4 validation, 5-9 test), a few minutes on 2 CPU cores.\n\n"

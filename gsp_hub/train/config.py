@@ -1,11 +1,16 @@
-"""The configuration of a training run: one typed dataclass, filled from defaults, a YAML file and CLI flags.
+"""The configuration of a run: typed dataclasses filled from defaults, a YAML file and CLI flags.
+
+:class:`RunConfig` declares the options every run shares (data loading, optimisation, run folder) and validates any
+run config; :class:`TrainConfig` (metric learning, here) and :class:`~gsp_hub.train.distill.DistillConfig` extend it.
 
 Precedence: dataclass defaults < ``--config run.yaml`` < explicit command-line flags. The resolved configuration
-is saved next to every run (``train_config.yaml``) and reloads with :meth:`TrainConfig.from_yaml`; a data set
-object given in Python (``TrainConfig(dataset=DatasetDict(...))``) is saved as a description of it, so reloading
-needs the object again (``from_yaml(path, dataset=...)``). Every field carries its help text in
-``metadata["help"]``; the command line builds one flag per field from it (:mod:`gsp_hub.train.commands`), so a new
-option is one field here.
+is saved next to every run (``train_config.yaml``) and reloads with :meth:`TrainConfig.from_yaml`; a data set object given in Python
+(``TrainConfig(dataset=DatasetDict(...))``) is saved as a description of it, so reloading needs the object again
+(``from_yaml(path, dataset=...)``). Every field
+carries its help text, group, choices and bounds in its metadata (:func:`option`); the command line builds one flag
+per field from it (:mod:`gsp_hub.train.commands`) and :meth:`RunConfig.validate` checks every field against it when
+the config is built, so a new option is one field here. Every ``*_kwargs`` mapping is checked against the signature
+of the factory it goes to at that time too (:meth:`TrainConfig.check_factory_kwargs`).
 
 The defaults are the no-argument job: a GSP model (timm ``test_resnet``, a 0.4 M-parameter ResNet, at output stride
 8: 32x32 inputs give 4x4 local features) trained from scratch with multi-similarity + ZSR for 15 epochs on the
@@ -18,7 +23,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import os
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 import yaml
 
+from gsp_hub.checks import check_float, check_int, check_kwargs
 from gsp_hub.train.artifacts import atomic_write_text
 
 if TYPE_CHECKING:
@@ -35,9 +44,20 @@ if TYPE_CHECKING:
 else:
     InMemoryDataset = Any  # not imported at run time: the command line builds its flags from this module, lightly
 
-__all__ = ["CONFIG_FILE_NAME", "IN_MEMORY_DATASET_PREFIX", "RunConfig", "TrainConfig", "describe_dataset", "option"]
+__all__ = [
+    "CONFIG_FILE_NAME",
+    "IN_MEMORY_DATASET_PREFIX",
+    "OPTION_GROUPS",
+    "RunConfig",
+    "TrainConfig",
+    "describe_dataset",
+    "option",
+    "option_kinds",
+    "shared_option",
+]
 
 CONFIG_FILE_NAME = "train_config.yaml"
+OPTION_GROUPS = ("model", "data", "loss", "optimisation", "run")  # the order of the options in --help and YAML
 IN_MEMORY_DATASET_PREFIX = "<in-memory "  # how a saved config records a data set object (see describe_dataset)
 
 
@@ -52,30 +72,144 @@ def describe_dataset(dataset: str | os.PathLike[str] | InMemoryDataset | None) -
     return f"{IN_MEMORY_DATASET_PREFIX}{type(dataset).__name__}: splits {sizes}>"
 
 
-def option(default: Any, help: str, *, group: str, choices: tuple[str, ...] | None = None) -> Any:
-    """A dataclass field with its command-line help, argument group and (optional) allowed values (the command
-    line builds one flag per field from these: :func:`gsp_hub.train.commands.add_config_arguments`)."""
-    metadata = {"help": help, "group": group, "choices": choices}
+def option(default: Any, help: str, *, group: str, choices: tuple[str, ...] | None = None,
+           minimum: float | None = None, maximum: float | None = None, greater_than: float | None = None) -> Any:
+    """A dataclass field with its command-line help, argument group, allowed values (``choices``) and bounds
+    (inclusive ``minimum`` / ``maximum``, exclusive ``greater_than``), which :meth:`RunConfig.validate` checks.
+    The command line builds one flag per field from these (:func:`gsp_hub.train.commands.add_config_arguments`).
+    ``default=dataclasses.MISSING``: each run config sets its own default (:func:`shared_option`)."""
+    metadata = {"help": help, "group": group, "choices": choices, "minimum": minimum, "maximum": maximum,
+                "greater_than": greater_than}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
+def shared_option(name: str, default: Any) -> Any:
+    """The :class:`RunConfig` option ``name`` (same help, group and bounds) with a run config's own default."""
+    shared = {spec.name: spec for spec in dataclasses.fields(RunConfig)}
+    return option(default, **shared[name].metadata)
+
+
+@functools.cache
+def option_kinds(config_cls: type) -> dict[str, tuple[type, bool]]:
+    """``{field name: (kind, accepts None)}`` of a run config: the kind is the annotation without ``| None``
+    and without type arguments (``int``, ``float``, ``str``, ``bool``, ``dict``)."""
+    kinds = {}
+    for name, hint in typing.get_type_hints(config_cls).items():
+        if typing.get_origin(hint) is ClassVar:
+            continue
+        nullable = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+        if nullable:
+            hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+        kinds[name] = (typing.get_origin(hint) or hint, nullable)
+    return kinds
+
+
+@dataclass(kw_only=True)
 class RunConfig:
-    """Base of the run configurations (dataclasses of :func:`option` fields): build from a mapping or a YAML
-    file, save as YAML next to the run (``FILE_NAME``). ``KIND`` names the run in error messages."""
+    """The options every run shares (data loading, optimisation, run folder), declared once; the run configs
+    (:class:`TrainConfig`, :class:`~gsp_hub.train.distill.DistillConfig`) extend it with their own. Options whose
+    default differs by run have none here (each config gives it with :func:`shared_option`).
+
+    Build from a mapping or a YAML file, save as YAML next to the run (``FILE_NAME``). ``KIND`` names the run in
+    error messages. Construction validates every option (:meth:`validate`), before any work is done.
+    """
 
     FILE_NAME: ClassVar[str]
     KIND: ClassVar[str]
 
-    def check_choices(self) -> None:
-        """ValueError for a field outside its ``choices`` or a ``*_kwargs`` field that is not a mapping."""
+    # data
+    image_column: str | None = option(None, "image column (default: detected)", group="data")
+    label_column: str | None = option(None, "label column (default: detected)", group="data")
+    verify_images: bool = option(dataclasses.MISSING, "decode every image once before training to find corrupt "
+                                 "files", group="data")
+    validation_fraction: float = option(
+        0.1, "fraction held out as validation data, which chooses the model: of the training classes (zero-shot "
+        "protocol; rounded up, at least 2 classes), or of each training class's rows when the data set's own splits "
+        "are used and it has no validation split; 0: no validation, the last model is kept",
+        group="data", minimum=0.0, maximum=0.5)
+    train_split: str | None = option(None, "the data set's training split, when its own splits are used (default: "
+                                     "train)", group="data")
+    validation_split: str | None = option(None, "the data set's validation split, when its own splits are used "
+                                          "(default: validation, valid or val, else held out from the training "
+                                          "split)", group="data")
+    test_split: str | None = option(None, "the data set's test split, when its own splits are used (default: "
+                                    "test)", group="data")
+    batch_size: int = option(64, "training images per optimizer micro-step and process", group="data", minimum=1)
+    eval_batch_size: int = option(256, "images per evaluation batch and process", group="data", minimum=1)
+    num_workers: int = option(0, "DataLoader worker processes", group="data", minimum=0)
+
+    # optimisation
+    lr: float = option(dataclasses.MISSING, "initial learning rate (reached after --warmup-steps, then shaped by "
+                       "--scheduler)", group="optimisation", minimum=0.0)
+    weight_decay: float = option(dataclasses.MISSING, "weight decay of every parameter", group="optimisation",
+                                 minimum=0.0)
+    scheduler: str = option("cosine", "learning-rate schedule over all steps", group="optimisation",
+                            choices=("cosine", "constant"))
+    warmup_steps: int = option(0, "linear learning-rate warm-up steps", group="optimisation", minimum=0)
+    epochs: int = option(dataclasses.MISSING, "passes over the training split", group="optimisation", minimum=1)
+    max_steps: int = option(0, "stop after this many optimizer steps (0: no limit); the learning-rate schedule "
+                            "still spans --epochs", group="optimisation", minimum=0)
+    grad_accum: int = option(1, "gradient accumulation micro-steps per optimizer step", group="optimisation",
+                             minimum=1)
+    mixed_precision: str = option("no", "autocast precision of the model", group="optimisation",
+                                  choices=("no", "bf16"))
+    seed: int = option(0, "seed of everything random: weights, data order, augmentation, fitted targets (same "
+                       "seed, same run)", group="optimisation", minimum=0)
+
+    # run
+    output_dir: str = option(dataclasses.MISSING, "run folder: model/, metrics.json, checkpoints/, logs/, "
+                             "curves.png", group="run")
+    overwrite: bool = option(False, "start a new run even if --output-dir holds one (its files are replaced)",
+                             group="run")
+    resume: str | None = option(None, "continue a run: 'latest' (the newest checkpoint in --output-dir) or a "
+                                "checkpoint folder", group="run")
+    save_every: int = option(0, "also save a checkpoint every N optimizer steps (0: only at the end of each epoch)",
+                             group="run", minimum=0)
+    checkpoints_total_limit: int = option(2, "checkpoints kept on disk (oldest deleted first)", group="run",
+                                          minimum=1)
+    eval_every: int = option(1, "evaluate every N epochs (and always at the end)", group="run", minimum=1)
+    eval_at_start: bool = option(dataclasses.MISSING, "evaluate the untrained model first (the baseline in "
+                                 "metrics.json)", group="run")
+    log_every: int = option(10, "log the training loss every N optimizer steps", group="run", minimum=1)
+    cpu: bool = option(False, "run on the CPU even if a GPU is available", group="run")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """ValueError for a value no run can use, checked before any work is done: every option against its
+        kind and the bounds / choices in its metadata (ints, finite floats, mappings), then
+        :meth:`check_rules`."""
         for spec in dataclasses.fields(self):
-            choices = spec.metadata.get("choices")
-            if choices and getattr(self, spec.name) not in choices:
-                raise ValueError(f"{spec.name} must be one of {choices}, got {getattr(self, spec.name)!r}.")
-            if spec.name.endswith("_kwargs") and not isinstance(getattr(self, spec.name), dict):
-                raise ValueError(f"{spec.name} must be a mapping, got {getattr(self, spec.name)!r}.")
+            name, value = spec.name, getattr(self, spec.name)
+            kind, nullable = option_kinds(type(self))[name]
+            if value is None and nullable:
+                continue
+            bounds = {key: spec.metadata[key] for key in ("minimum", "maximum") if spec.metadata[key] is not None}
+            if kind is int:  # stored as the plain Python number (numpy scalars would not save as YAML)
+                setattr(self, name, check_int(name, value, **bounds))
+            elif kind is float:
+                setattr(self, name, check_float(name, value, greater_than=spec.metadata["greater_than"], **bounds))
+            elif kind is dict and not isinstance(value, dict):
+                raise ValueError(f"{name} must be a mapping, got {value!r}; pass KEY=VALUE pairs (or a YAML "
+                                 "mapping).")
+            choices = spec.metadata["choices"]
+            if choices and value not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
+        self.check_rules()
+
+    def check_rules(self) -> None:
+        """The rules between options of one kind of run (ValueError); none by default."""
+
+    @classmethod
+    def option_fields(cls) -> list[dataclasses.Field]:
+        """The options in reading order (``--help``, the saved YAML): by group (:data:`OPTION_GROUPS`), within a
+        group the run's own options before the shared ones."""
+        shared = {spec.name for spec in dataclasses.fields(RunConfig)}
+        return sorted(dataclasses.fields(cls),
+                      key=lambda spec: (OPTION_GROUPS.index(spec.metadata["group"]), spec.name in shared))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Any:
@@ -109,10 +243,10 @@ class RunConfig:
         return cls.from_dict(values)
 
     def to_dict(self) -> dict[str, Any]:
-        """The options as plain values (YAML-safe): a data set object is recorded by :func:`describe_dataset`."""
-        values = {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(self)}
-        return {name: describe_dataset(value) if name == "dataset" else copy.deepcopy(value)
-                for name, value in values.items()}
+        """The options as plain values (YAML-safe; mappings copied), in :meth:`option_fields` order: a data set object
+        is recorded by :func:`describe_dataset`."""
+        return {spec.name: describe_dataset(getattr(self, spec.name)) if spec.name == "dataset"
+                else copy.deepcopy(getattr(self, spec.name)) for spec in self.option_fields()}
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``FILE_NAME`` into ``directory`` atomically; returns its path."""
@@ -121,7 +255,7 @@ class RunConfig:
         return path
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainConfig(RunConfig):
     """Everything a metric-learning run depends on (see each field's ``help``)."""
 
@@ -130,9 +264,10 @@ class TrainConfig(RunConfig):
 
     # model
     model: str = option("metric_net", "timm architecture: metric_net (any --backbone) or a named gsp_*/gap_* model",
-                         group="model")
+                        group="model")
     backbone: str = option("test_resnet", "timm backbone name for metric_net (named models fix their own)",
                            group="model")
+    # Not checked against a signature: timm's model constructors take **kwargs (each family its own options).
     backbone_kwargs: dict[str, Any] = option(
         {"output_stride": 8},
         "keyword arguments of timm.create_model(backbone), as KEY=VALUE pairs (values parsed as YAML); the default "
@@ -141,17 +276,19 @@ class TrainConfig(RunConfig):
         group="model",
     )
     pretrained: bool = option(False, "start from the backbone's timm pretrained weights (must be in the local cache)",
-                               group="model")
+                              group="model")
     pool: str | None = option(None, "pooling: gsp, avg, max, gem, ... (see `gsp-hub models`); default: the model's "
-                               "own (gsp for metric_net)", group="model")
+                              "own (gsp for metric_net)", group="model")
     pool_kwargs: dict[str, Any] = option(
         {},
         "keyword arguments of the pooling as KEY=VALUE pairs, e.g. for gsp: num_prototypes=64 transport_ratio=0.3 "
         "gamma=5 memory_size=1024 (pooled embeddings collected before the prototypes are initialised)",
         group="model",
     )
-    embed_dim: int = option(128, "embedding width D (per-location linear embedding before pooling)", group="model")
-    img_size: int = option(32, "square input size in pixels (0: the model's default data config)", group="model")
+    embed_dim: int = option(128, "embedding width D (per-location linear embedding before pooling)", group="model",
+                            minimum=1)
+    img_size: int = option(32, "square input size in pixels (0: the model's default data config)", group="model",
+                           minimum=0)
     channels_last: bool = option(False, "run the model in channels-last memory format", group="model")
 
     # data
@@ -165,23 +302,9 @@ class TrainConfig(RunConfig):
                                   "--validation-fraction held out as validation classes), the rest to test; own: the "
                                   "data set's own train/validation/test splits", group="data",
                                   choices=("zero-shot", "own"))
-    validation_fraction: float = option(
-        0.1, "fraction of the training classes held out as validation classes that choose the model (zero-shot; at "
-        "least 2 classes); with --split-protocol own, the fraction of training rows held out when the data set has "
-        "no validation split; 0: no validation, the last model is kept", group="data")
-    train_split: str | None = option(None, "--split-protocol own: the training split's name (default: train)",
-                                     group="data")
-    validation_split: str | None = option(None, "--split-protocol own: the validation split's name (default: "
-                                          "validation, valid or val, else held out of the training split)",
-                                          group="data")
-    test_split: str | None = option(None, "--split-protocol own: the test split's name (default: test, "
-                                    "validation, valid or val)", group="data")
-    image_column: str | None = option(None, "image column (default: detected)", group="data")
-    label_column: str | None = option(None, "label column (default: detected)", group="data")
-    verify_images: bool = option(True, "decode every image once before training to find corrupt files",
-                                  group="data")
+    verify_images: bool = shared_option("verify_images", True)
     skip_bad_images: bool = option(False, "drop corrupt images (with a counted warning) instead of failing",
-                                    group="data")
+                                   group="data")
     augment: bool = option(False, "train with timm's training augmentation (random resized crop, flip, colour "
                            "jitter; tuned by --augment-kwargs); off: training images get the evaluation transform",
                            group="data")
@@ -189,13 +312,11 @@ class TrainConfig(RunConfig):
         {}, "options of timm.data.create_transform(is_training=True) as KEY=VALUE pairs (scale, ratio, hflip, "
         "color_jitter, auto_augment, re_prob, ...)", group="data")
     crop_pct: float | None = option(1.0, "evaluation centre crop: resize to img_size / crop_pct, crop img_size "
-                                    "(1.0 keeps the whole image; null in YAML: the model's default)", group="data")
-    batch_size: int = option(48, "images per optimizer micro-step and process (default: 3 classes of 16)",
-                              group="data")
+                                    "(1.0 keeps the whole image; null in YAML: the model's default)", group="data",
+                                    greater_than=0.0)
+    batch_size: int = shared_option("batch_size", 48)  # the embedded job: 3 classes of 16
     m_per_class: int = option(16, "images of each class in a batch (batch_size / m_per_class classes per batch)",
-                               group="data")
-    num_workers: int = option(0, "DataLoader worker processes", group="data")
-    eval_batch_size: int = option(256, "images per evaluation batch and process", group="data")
+                              group="data", minimum=1)
 
     # loss
     loss: str = option("ms", "metric-learning loss: contrastive, ms, proxy_anchor, xbm, ccp (CCP proxies with "
@@ -205,9 +326,9 @@ class TrainConfig(RunConfig):
         {}, "keyword arguments of the base loss as KEY=VALUE pairs (e.g. memory_size=2048 base=ms for xbm)",
         group="loss")
     zsr_weight: float = option(0.1, "weight w of ZSR in (1 - w)·base + w·ZSR (pools with attributes only; 0: off)",
-                                group="loss")
+                               group="loss", minimum=0.0, maximum=1.0)
     zsr_kwargs: dict[str, Any] = option({}, "ZSR options as KEY=VALUE pairs: ridge (0.05), scale (9.5), margin (0)",
-                                         group="loss")
+                                        group="loss")
     xml_kwargs: dict[str, Any] = option(
         {}, "XML options for --loss xml+BASE (it replaces ZSR) as KEY=VALUE pairs: weight (0.1), ridge (0.05), "
         "scale (9.5), margin (0), target (class_embeddings or sample_embeddings), convex (true)", group="loss")
@@ -217,69 +338,64 @@ class TrainConfig(RunConfig):
         "(projected or raw), pool_size (samples per class; 12 below 1000 classes, else 7); CCPLoss options go to "
         "--loss-kwargs", group="loss")
 
-    # optimisation
-    epochs: int = option(15, "passes over the training split", group="optimisation")
-    max_steps: int = option(0, "stop after this many optimizer steps (0: no limit); the learning-rate schedule "
-                             "still spans --epochs", group="optimisation")
-    lr: float = option(1e-3, "AdamW learning rate", group="optimisation")
-    weight_decay: float = option(1e-4, "AdamW weight decay", group="optimisation")
+    # optimisation (AdamW)
+    lr: float = shared_option("lr", 1e-3)
+    weight_decay: float = shared_option("weight_decay", 1e-4)
     loss_lr_scale: float = option(1.0, "learning-rate multiplier of the loss parameters (proxies, ZSR class "
-                                   "embeddings); proxy-anchor usually wants 100", group="optimisation")
-    scheduler: str = option("cosine", "learning-rate schedule over all steps", group="optimisation",
-                             choices=("cosine", "constant"))
-    warmup_steps: int = option(0, "linear learning-rate warm-up steps", group="optimisation")
-    grad_accum: int = option(1, "gradient accumulation micro-steps per optimizer step", group="optimisation")
-    mixed_precision: str = option("no", "autocast precision of the model", group="optimisation",
-                                   choices=("no", "bf16"))
-    seed: int = option(0, "seed of weights, sampling and augmentation (same seed, same run)",
-                        group="optimisation")
+                                  "embeddings); proxy-anchor usually wants 100", group="optimisation", minimum=0.0)
+    epochs: int = shared_option("epochs", 15)
 
     # run
-    output_dir: str = option("runs/train", "run folder: model/, metrics.json, checkpoints/, logs/, curves.png",
-                              group="run")
-    overwrite: bool = option(False, "start a new run even if --output-dir holds one (its files are replaced)",
-                              group="run")
-    resume: str | None = option(None, "continue a run: 'latest' (the newest checkpoint in --output-dir) or a "
-                                 "checkpoint folder", group="run")
-    save_every: int = option(0, "also save a checkpoint every N optimizer steps (0: only at the end of each epoch)",
-                              group="run")
-    checkpoints_total_limit: int = option(2, "checkpoints kept on disk (oldest deleted first)", group="run")
-    eval_every: int = option(1, "evaluate every N epochs (and always at the end)", group="run")
-    eval_at_start: bool = option(True, "evaluate the untrained model first (the baseline in metrics.json)",
-                                  group="run")
-    log_every: int = option(10, "log the training loss every N optimizer steps", group="run")
-    cpu: bool = option(False, "train on the CPU even if a GPU is available", group="run")
+    output_dir: str = shared_option("output_dir", "runs/train")
+    eval_at_start: bool = shared_option("eval_at_start", True)
 
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise ValueError for values no run can use (checked before any work is done)."""
-        positive = ("embed_dim", "batch_size", "m_per_class", "eval_batch_size", "epochs", "grad_accum",
-                    "checkpoints_total_limit", "eval_every", "log_every")
-        non_negative = ("img_size", "num_workers", "max_steps", "warmup_steps", "save_every", "seed")
-        for name in positive + non_negative:
-            value = getattr(self, name)
-            minimum = 1 if name in positive else 0
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
+    def check_rules(self) -> None:
+        """Batches hold whole classes, at least 2 of them; the XML / CCP options need their loss; every
+        ``*_kwargs`` key is a keyword of the factory it goes to (checked here, before any model is built)."""
         if self.batch_size % self.m_per_class:
             raise ValueError(f"batch_size={self.batch_size} must be a multiple of m_per_class={self.m_per_class} "
                              "(each batch holds m_per_class images of batch_size / m_per_class classes).")
         if self.batch_size // self.m_per_class < 2:
             raise ValueError(f"batch_size / m_per_class = {self.batch_size // self.m_per_class} classes per batch; "
                              "metric learning and ZSR need at least 2: raise batch_size or lower m_per_class.")
-        for name in ("lr", "weight_decay", "loss_lr_scale", "zsr_weight", "validation_fraction"):
-            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}.")
-        if not 0.0 <= self.validation_fraction <= 0.5:
-            raise ValueError(f"validation_fraction must lie in [0, 0.5], got {self.validation_fraction!r}.")
-        if not 0.0 <= self.zsr_weight <= 1.0:
-            raise ValueError(f"zsr_weight must lie in [0, 1] (convex combination), got {self.zsr_weight}.")
         if self.xml_kwargs and not self.loss.startswith("xml+"):
             raise ValueError(f"xml_kwargs={self.xml_kwargs} apply to loss='xml+BASE' only, got loss={self.loss!r}; "
                              "drop them or use e.g. --loss xml+ms.")
         if self.ccp_kwargs and self.loss != "ccp":
             raise ValueError(f"ccp_kwargs={self.ccp_kwargs} apply to loss='ccp' only, got loss={self.loss!r}; "
                              "drop them or use --loss ccp.")
-        self.check_choices()
+        self.check_factory_kwargs()
+
+    def check_factory_kwargs(self) -> None:
+        """ValueError for a ``*_kwargs`` key that its factory does not take, naming the accepted keys. The factories
+        are imported only for a non-empty mapping, so that the default config stays free of torch and timm."""
+        if self.pool_kwargs:
+            from gsp_hub.layers.pooling import check_pool_kwargs
+            from gsp_hub.models.registry import default_pool
+
+            pool = self.pool or default_pool(self.model)
+            if pool is not None:  # None: a model outside gsp_hub, which reports its own options
+                check_pool_kwargs(pool, self.pool_kwargs)
+        if self.loss_kwargs:
+            from gsp_hub.losses.registry import check_loss_kwargs
+
+            check_loss_kwargs(self.loss.removeprefix("xml+"), self.loss_kwargs)
+        if self.zsr_kwargs:
+            from gsp_hub.losses import ZeroShotRegularizer
+
+            check_kwargs("zsr_kwargs", self.zsr_kwargs, ZeroShotRegularizer, supplied=("num_classes", "embed_dim"))
+        if self.xml_kwargs:
+            from gsp_hub.losses import XMLLoss
+
+            check_kwargs("xml_kwargs", self.xml_kwargs, XMLLoss, supplied=("base_loss", "num_classes", "embed_dim"))
+        if self.ccp_kwargs:
+            from gsp_hub.train.ccp_callback import create_ccp_schedule
+
+            create_ccp_schedule(self.ccp_kwargs)  # checks the keys and values of the schedule options
+        if self.augment_kwargs:
+            import timm.data
+
+            # create_image_transforms sets is_training and the data config (input_size from --img-size, crop_pct
+            # from --crop-pct, crop_mode from the model); mean, std and interpolation may be overridden.
+            check_kwargs("augment_kwargs", self.augment_kwargs, timm.data.create_transform,
+                         supplied=("is_training", "input_size", "crop_pct", "crop_mode"))

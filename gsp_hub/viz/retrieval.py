@@ -16,6 +16,7 @@ import numpy as np
 from datasets import Dataset
 from torch import nn
 
+from gsp_hub.checks import check_int
 from gsp_hub.index import GalleryIndex, gallery_items
 from gsp_hub.index.embedding import embed_items, model_data_config
 from gsp_hub.viz.retrieval_grid import RetrievalRow
@@ -46,9 +47,8 @@ def leave_one_out_rows(
         input_size: image side in pixels (default: the model's preprocessing).
         batch_size: images per forward pass. progress: show a progress bar while embedding.
     """
-    for name, value in (("num_queries", num_queries), ("k", k)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
+    check_int("num_queries", num_queries, minimum=1)
+    check_int("k", k, minimum=1)
     items = gallery_items(images)
     if num_queries > len(items) or k > len(items) - 1:
         raise ValueError(f"the image set has {len(items)} images: num_queries (got {num_queries}) can be at most "

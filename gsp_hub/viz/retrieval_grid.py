@@ -24,6 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from gsp_hub.checks import check_int
 from gsp_hub.viz.png import check_png_path, save_png
 
 __all__ = ["RetrievalRow", "plot_retrieval_grid", "plot_retrieval_rows"]
@@ -111,8 +112,7 @@ def plot_retrieval_grid(
         title: figure title.
     """
     _check_lengths(neighbours, scores, labels)
-    if isinstance(columns, bool) or not isinstance(columns, int) or columns < 2:
-        raise ValueError(f"columns must be an int >= 2 (query + at least one neighbour per row), got {columns!r}.")
+    check_int("columns", columns, minimum=2, meaning="query + at least one neighbour per row")
     target = check_png_path(path)
     labels = list(labels) if labels is not None else [None] * len(neighbours)
     tiles = len(neighbours) + 1

@@ -224,12 +224,12 @@ def test_bad_inputs_raise(call, message: str) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"dim": 0}, "dim must be a positive int"),
-        ({"num_prototypes": 0}, "num_prototypes must be a positive int"),
+        ({"dim": 0}, "dim must be an int >= 1, got 0"),
+        ({"num_prototypes": 0}, "num_prototypes must be an int >= 1, got 0"),
         ({"transport_ratio": 0.0}, "transport_ratio .* got 0.0"),
         ({"gamma": 0.0}, "gamma .* got 0.0"),
         ({"iters": 0}, "iters .* got 0"),
-        ({"memory_size": 100}, "memory_size must be an int >= 2 \\* num_prototypes = 128"),
+        ({"memory_size": 100}, "memory_size must be an int >= 128 \\(2 \\* num_prototypes: .*got 100"),
     ],
 )
 def test_bad_constructor_arguments_raise(kwargs: dict, message: str) -> None:

@@ -82,7 +82,7 @@ def test_duplicates_give_distinct_picks() -> None:
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"candidates": torch.randn(5, 3), "k": 6}, r"k must be an int with 1 <= k <= n = 5 .* got 6"),
+        ({"candidates": torch.randn(5, 3), "k": 6}, r"k must be an int in \[1, 5\] \(n = 5 .* got 6; pass more"),
         ({"candidates": torch.randn(5, 3), "k": 0}, r"k must be .* got 0"),
         ({"candidates": torch.randn(5), "k": 1}, r"candidates must be .* got shape \(5,\)"),
         ({"candidates": torch.full((5, 3), math.nan), "k": 1}, "candidates must contain only finite values"),

@@ -89,8 +89,8 @@ def test_wrong_feature_shape_raises(shape: tuple[int, ...]) -> None:
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: AvgPool(0), "dim must be a positive int .* got 0"),
-        (lambda: MaxPool(2.5), "dim must be a positive int .* got 2.5"),
+        (lambda: AvgPool(0), "dim must be an int >= 1 .* got 0"),
+        (lambda: MaxPool(2.5), "dim must be an int >= 1 .* got 2.5"),
         (lambda: GeM(DIM, p=0.0), "p must be > 0 .* got 0.0"),
         (lambda: GeM(DIM, eps=-1.0), "eps must be > 0 .* got -1.0"),
     ],

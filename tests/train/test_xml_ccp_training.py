@@ -134,7 +134,7 @@ def test_ccp_callback_projects_exactly_by_the_plateau_rule():
 def test_ccp_schedule_options_are_checked():
     schedule, pool_size = create_ccp_schedule({"patience": 2, "lam": 1e-3, "pool_size": 5})
     assert schedule.plateau.patience == 2 and schedule.lam == 1e-3 and pool_size == 5
-    with pytest.raises(ValueError, match="unknown option"):
+    with pytest.raises(ValueError, match=r"ccp_kwargs has unknown key\(s\) \['patients'\]; .* accepts .*'patience'"):
         create_ccp_schedule({"patients": 2})
     with pytest.raises(ValueError, match="pool_size"):
         create_ccp_schedule({"pool_size": 0})

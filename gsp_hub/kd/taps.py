@@ -299,6 +299,23 @@ class TappedModel(nn.Module):
             layers[INTERMEDIATE] = self.model.get_submodule(self.inter_module).layer
         return layers
 
+    def load_student_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Load the wrapped model's weights as it named them before the layers were inserted (``strict``: every key
+        of the model, no other); the inserted layers keep their values.
+
+        Raises:
+            ValueError: listing missing and unexpected keys, before anything is copied.
+        """
+        inter = f"{self.inter_module}." if self.inter_module is not None else None
+        renamed = {f"{inter}block.{key[len(inter):]}" if inter and key.startswith(inter) else key: value
+                   for key, value in state_dict.items()}
+        expected = {key for key in self.model.state_dict() if not (inter and key.startswith(f"{inter}layer."))}
+        missing, unexpected = sorted(expected - renamed.keys()), sorted(renamed.keys() - expected)
+        if missing or unexpected:
+            raise ValueError(f"the weights do not fit the student {type(self.model).__name__}: missing "
+                             f"{missing[:5]}, unexpected {unexpected[:5]}; pass weights of the same architecture.")
+        self.model.load_state_dict(renamed, strict=False)
+
     def _run_penultimate(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.pen_layer is None:
             return features, None

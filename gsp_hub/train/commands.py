@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from gsp_hub.cli import add_dataset_arguments, user_error
+from gsp_hub.cli import add_dataset_arguments, add_model_arguments, locate_model_argument, user_error
 
 __all__ = ["add_config_arguments", "add_parser", "config_from_args", "configure_logging", "parse_key_values"]
 
@@ -143,14 +143,6 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_folder(path: str) -> str:
-    """A run folder (holding model/) or an export folder / Hub id, as given."""
-    from gsp_hub.train.artifacts import MODEL_DIR_NAME
-
-    candidate = Path(path) / MODEL_DIR_NAME
-    return str(candidate) if (candidate / "config.json").is_file() else path
-
-
 def _run_eval(args: argparse.Namespace) -> int:
     configure_logging()
     try:
@@ -164,18 +156,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     from accelerate import Accelerator
 
     from gsp_hub.data import create_image_transforms, with_image_transform
-    from gsp_hub.hub import from_pretrained
     from gsp_hub.metrics import format_metrics, retrieval_metrics
     from gsp_hub.train.data import eval_loader, load_dataset_splits
     from gsp_hub.train.loop import embed_split
 
+    source = locate_model_argument(args.model, args.weights)
     accelerator = Accelerator(cpu=args.cpu or not torch.cuda.is_available(), mixed_precision=args.mixed_precision)
     splits = load_dataset_splits(
         args.dataset, split_protocol=args.split_protocol, image_column=args.image_column,
         label_column=args.label_column, verify_images=args.verify_images, skip_bad_images=args.skip_bad_images,
         progress=accelerator.is_local_main_process,
     )
-    model = from_pretrained(_model_folder(args.model))
+    model = source.load()
     transform = create_image_transforms(model, input_size=args.img_size or None).eval
     dataset = with_image_transform(getattr(splits, args.split), transform)
     network, loader = accelerator.prepare(model, eval_loader(dataset, args.batch_size, args.num_workers))
@@ -219,11 +211,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     eval_parser = subparsers.add_parser(
         "eval",
         help="evaluate a trained model's retrieval metrics on a data set",
-        description="Embed a data set's test split with a saved model (a run folder, an export folder or a Hub id) "
-        "and print Recall@K, R-Precision and MAP@R (leave-one-out, cosine).",
+        description="Embed a data set's test split with a saved model (a run or export folder, a Hub id, a zoo "
+        "model, or a timm name with --weights) and print Recall@K, R-Precision and MAP@R (leave-one-out, cosine).",
     )
-    eval_parser.add_argument("--model", required=True,
-                             help="run folder (uses its model/), export folder, or Hub id org/name")
+    add_model_arguments(eval_parser)
     add_dataset_arguments(eval_parser, "evaluate")
     eval_parser.add_argument("--verify-images", action=argparse.BooleanOptionalAction, default=True,
                              help="decode every image once first to find corrupt files (default: on)")

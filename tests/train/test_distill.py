@@ -50,9 +50,10 @@ def _exported_top1(run_dir: Path) -> float:
         with_image_transform,
     )
     from gsp_hub.train.data import eval_loader
-    from gsp_hub.train.distill_loop import load_student, predict, seeded_subset
+    from gsp_hub.hub import load_model
+    from gsp_hub.train.distill_loop import predict, seeded_subset
 
-    student = load_student(run_dir / "model")
+    student = load_model(run_dir)
     test = seeded_subset(load_image_dataset(str(CIFAR10), split="test", verify_images=False)["test"], 64, 0)
     loader = eval_loader(with_image_transform(test, create_image_transforms(student, input_size=32).eval), 64, 0)
     predictions, labels = predict(student, loader)

@@ -1,9 +1,10 @@
 """`gsp-hub export | push | card`: publish trained models as Hub folders with model cards.
 
 ``export`` converts a trained model (any :func:`gsp_hub.hub.load_model` spec: an export or run folder, a Hub id, a
-zoo tag, or a bare ``.safetensors`` checkpoint with ``--model``) into an output of the chosen ``--format``. Formats are entries of
-:data:`EXPORT_FORMATS` (name -> writer taking the loaded model and the parsed arguments); ``hub`` writes a Hub folder
-(config.json + model.safetensors + README.md). A new format adds one writer and its own options to the same command.
+zoo tag, or a bare ``.safetensors`` checkpoint with ``--model``) into an output of the chosen ``--format``. Formats
+are entries of :data:`EXPORT_FORMATS` (name -> writer taking the loaded model and the parsed arguments); ``hub``
+writes a Hub folder (config.json + model.safetensors + README.md). A new format adds one writer and its own options
+to the same command.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from torch import nn
 
 import gsp_hub.models  # noqa: F401  (registers the gsp_hub architectures with timm)
 from gsp_hub.models.cifar_resnet import CifarResNet, load_cifar10_weights
-from gsp_hub.models.zoo import ZOO, ZOO_COPY_DIR, local_zoo_folder
+from gsp_hub.models import zoo
 
 __all__ = [
     "CONFIG_NAME",
@@ -128,16 +128,16 @@ def _hub_export(hub_id: str, hint: str = "") -> ExportFiles:
 
 def _zoo_export(name: str) -> ExportFiles:
     """Zoo model ``name``: its Hub repository (cache, or a download when online), else the repository's copy."""
-    hub_id = ZOO[name].hf_hub_id
+    hub_id = zoo.ZOO[name].hf_hub_id
     try:
         return _hub_export(hub_id)
     except FileNotFoundError as hub_error:
         try:
-            return _local_export(local_zoo_folder(name))
+            return _local_export(zoo.local_zoo_folder(name))
         except FileNotFoundError:
             raise FileNotFoundError(
                 f"zoo model {name!r} is neither in the Hugging Face cache as {hub_id} ({hub_error}) nor in the "
-                f"repository's copy {ZOO_COPY_DIR / name}. Download it once with network access "
+                f"repository's copy {zoo.ZOO_COPY_DIR / name}. Download it once with network access "
                 f"(`hf download {hub_id}`), or run gsp_hub from a checkout of its repository (zoo/ holds the copy)."
             ) from hub_error
 
@@ -298,17 +298,16 @@ class ModelSource:
             ) from error
 
 
-def _unknown_architecture(name: str) -> str:
-    close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.75)
-    return f"{name!r} is not a registered timm architecture" + (f" (did you mean {close}?)" if close else "") + (
-        "; see `gsp-hub models` and timm.list_models()."
-    )
+def _did_you_mean(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.75)
+    return f" (did you mean {close}?)" if close else ""
 
 
 def _locate_weights(architecture: object, weights: str | os.PathLike[str]) -> ModelSource:
     if not isinstance(architecture, str) or not timm.is_model(architecture):
-        raise ValueError(f"with weights, the model must be the timm architecture they belong to: "
-                         f"{_unknown_architecture(str(architecture))}")
+        raise ValueError(f"with weights, the model must be the timm architecture they belong to: {architecture!r} "
+                         f"is not a registered timm architecture{_did_you_mean(str(architecture), timm.list_models())}"
+                         "; see `gsp-hub models` and timm.list_models().")
     path = Path(weights).expanduser()
     if path.is_dir():
         path = path / WEIGHTS_NAME
@@ -322,12 +321,12 @@ def _locate_timm_pretrained(name: str) -> ModelSource:
     try:
         cfg = timm.models.get_pretrained_cfg(name)
     except RuntimeError as error:  # an unknown pretrained tag
-        raise ValueError(f"model {name!r}: {error}") from error
+        raise ValueError(f"model {name!r}: {error}{_did_you_mean(name, timm.list_pretrained())}") from error
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
         raise ValueError(
             f"model {name!r} is a timm architecture without pretrained weights, so its outputs would be random. "
             "Pass its trained weights (weights=file.safetensors, CLI --weights), an export or run folder, a Hub id, "
-            f"or a zoo model ({', '.join(ZOO)})."
+            f"or a zoo model ({', '.join(zoo.ZOO)})."
         )
     return ModelSource(name, architecture=name)
 
@@ -354,7 +353,7 @@ def locate_model(spec: str | os.PathLike[str], *, weights: str | os.PathLike[str
         source = ModelSource(spec, export=_local_export(Path(spec[len(LOCAL_DIR_PREFIX) :]).expanduser().absolute()))
     elif spec.startswith((HF_HUB_PREFIX, "hf_hub:")):
         source = ModelSource(spec, export=_hub_export(spec.partition(":")[2]))
-    elif spec in ZOO:
+    elif spec in zoo.ZOO:
         source = ModelSource(spec, export=_zoo_export(spec))
     else:
         local = Path(spec).expanduser().absolute()
@@ -369,9 +368,10 @@ def locate_model(spec: str | os.PathLike[str], *, weights: str | os.PathLike[str
             source = ModelSource(spec, export=_hub_export(spec, f" (read as a Hub id because no folder {local} "
                                                                "exists)"))
         else:
+            known = _did_you_mean(spec, [*zoo.ZOO, *timm.list_models()])
             raise FileNotFoundError(
-                f"model {spec!r}: no such file or folder ({local}); expected a run or export folder, local-dir:PATH, "
-                f"hf-hub:org/name, a zoo model ({', '.join(ZOO)}) or a timm name with weights."
+                f"model {spec!r}: no such file or folder ({local}){known}; expected a run or export folder, "
+                f"local-dir:PATH, hf-hub:org/name, a zoo model ({', '.join(zoo.ZOO)}) or a timm name with weights."
             )
     read_export_config(source.export.config_file)
     return source

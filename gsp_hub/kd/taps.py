@@ -306,15 +306,19 @@ class TappedModel(nn.Module):
         Raises:
             ValueError: listing missing and unexpected keys, before anything is copied.
         """
-        inter = f"{self.inter_module}." if self.inter_module is not None else None
-        renamed = {f"{inter}block.{key[len(inter):]}" if inter and key.startswith(inter) else key: value
-                   for key, value in state_dict.items()}
-        expected = {key for key in self.model.state_dict() if not (inter and key.startswith(f"{inter}layer."))}
-        missing, unexpected = sorted(expected - renamed.keys()), sorted(renamed.keys() - expected)
+        own_names: dict[str, str] = {}  # the student's own key -> its key in self.model (the inserted layers left out)
+        for key in self.model.state_dict():
+            if self.inter_module is None:
+                own_names[key] = key
+            elif key.startswith(f"{self.inter_module}.block."):
+                own_names[f"{self.inter_module}.{key[len(self.inter_module) + len('.block.'):]}"] = key
+            elif not key.startswith(f"{self.inter_module}.layer."):
+                own_names[key] = key
+        missing, unexpected = sorted(own_names.keys() - state_dict.keys()), sorted(state_dict.keys() - own_names.keys())
         if missing or unexpected:
             raise ValueError(f"the weights do not fit the student {type(self.model).__name__}: missing "
                              f"{missing[:5]}, unexpected {unexpected[:5]}; pass weights of the same architecture.")
-        self.model.load_state_dict(renamed, strict=False)
+        self.model.load_state_dict({own_names[key]: value for key, value in state_dict.items()}, strict=False)
 
     def _run_penultimate(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.pen_layer is None:

@@ -41,8 +41,9 @@ class DistillConfig(RunConfig):
                                   "run folder, a Hub id, a zoo model (required)", group="model")
     student: str = option("cifar_resnet20", "timm name of the student", group="model")
     student_weights: str = option("", "start the student from these weights instead of a random init (fine-tuning):"
-                                  " a safetensors state_dict of --student (e.g. ../shared/data/cifar10-resnets/resnet20."
-                                  "safetensors) or any gsp_hub.load_model spec; letKD layers still start fresh",
+                                  " a safetensors state_dict of --student (e.g. ../shared/data/cifar10-resnets/"
+                                  "resnet20.safetensors) or any gsp_hub.load_model spec; letKD layers still start "
+                                  "fresh",
                                   group="model")
     method: str = option("letkd1", "vanilla (CE), kd (Hinton, T=4), letkd1 (penultimate KD layer), letkd2 (+ the "
                          "intermediate layer)", group="model", choices=METHODS)

@@ -5,7 +5,7 @@ and ``timm.create_model('hf-hub:org/name')`` work for them.
 """
 
 from gsp_hub import models
-from gsp_hub.hub import from_pretrained
+from gsp_hub.hub import from_pretrained, load_model
 from gsp_hub.layers import GSP, GSPOutput, create_pool, list_pools, partial_transport
 from gsp_hub.models import MetricNet, list_gsp_models
 
@@ -19,6 +19,7 @@ __all__ = [
     "from_pretrained",
     "list_gsp_models",
     "list_pools",
+    "load_model",
     "partial_transport",
     "models",
 ]

@@ -13,8 +13,10 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["add_dataset_arguments", "build_parser", "main", "user_error"]
+__all__ = ["add_dataset_arguments", "add_model_arguments", "build_parser", "locate_model_argument", "main",
+           "user_error"]
 
 COMMAND_MODULES: tuple[str, ...] = (
     "gsp_hub.models.commands",
@@ -38,6 +40,27 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, purpose: str) -> None
                         help=f"which side of the split to {purpose} (default: test)")
     parser.add_argument("--image-column", default=None, help="image column (default: detected)")
     parser.add_argument("--label-column", default=None, help="label column (default: detected)")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, required: bool = True, default: str = "") -> None:
+    """--model (any ``gsp_hub.load_model`` spec) and --weights (safetensors weights of a timm --model);
+    ``default`` completes --model's help when it is optional."""
+    parser.add_argument("--model", required=required, help="run folder (uses its model/), export folder, "
+                        "local-dir:PATH, Hub id (hf-hub:org/name), zoo model (e.g. gsp_tf_efficientnet_lite0.tin200), "
+                        f"or timm name (with --weights, or with its own pretrained weights){default}")
+    parser.add_argument("--weights", help="safetensors weights of the timm architecture --model (strict load)")
+
+
+def locate_model_argument(model: str, weights: str | None) -> Any:
+    """--model / --weights resolved and checked (``gsp_hub.hub.locate_model``) before any work; a bad spec raises
+    the same error type with the flags in front."""
+    from gsp_hub.hub.loading import locate_model
+
+    try:
+        return locate_model(model, weights=weights)
+    except (FileNotFoundError, ValueError, TypeError) as error:
+        flags = f"--model {model}" + (f" --weights {weights}" if weights else "")
+        raise type(error)(f"{flags}: {error}") from error
 
 
 def user_error(command: str, error: Exception) -> int:

@@ -31,7 +31,7 @@ from gsp_hub.data import create_image_transforms, load_image_dataset, with_image
 from gsp_hub.hub import DatasetRef, save_pretrained
 from gsp_hub.train.data import eval_loader
 from gsp_hub.train.distill import DistillConfig
-from gsp_hub.train.distill_loop import STUDENT_WEIGHTS_NAME, distill, predict
+from gsp_hub.train.distill_loop import distill, predict
 from gsp_hub.viz import leave_one_out_rows, plot_retrieval_rows
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -66,8 +66,7 @@ def fine_tune_teacher(args: argparse.Namespace) -> dict:
 def published_student(run_dir: Path, method: str) -> torch.nn.Module:
     """The run's exported student rebuilt under its zoo name (strict load of the run's weights), in eval mode."""
     model = timm.create_model(ZOO_NAMES[method])
-    weights = run_dir / "model" / (STUDENT_WEIGHTS_NAME if method.startswith("letkd") else "model.safetensors")
-    model.load_state_dict(load_file(str(weights)), strict=True)
+    model.load_state_dict(load_file(str(run_dir / "model" / "model.safetensors")), strict=True)
     return model.eval()
 
 

@@ -1,7 +1,9 @@
 """Publish and load gsp_hub models in the timm Hugging Face Hub format.
 
 * :func:`save_pretrained` writes config.json + model.safetensors + a model card (README.md) atomically;
-* :func:`from_pretrained` loads ``hf-hub:org/name``, ``org/name``, ``local-dir:/path`` or a folder, with checks;
+* :func:`load_model` (also named :func:`from_pretrained`) loads a run or export folder, ``local-dir:/path``,
+  ``hf-hub:org/name``, ``org/name``, a zoo tag, or a timm name with ``weights=file.safetensors``, with checks;
+  :func:`locate_model` resolves and checks such a spec without building the model;
 * :func:`push_to_hub` uploads an export (or a model) with ``create_repo`` + ``upload_folder``;
 * :func:`update_card` re-renders an export's card (new metrics, dataset, repo id) without touching the weights.
 
@@ -11,18 +13,20 @@ The same folders load with ``timm.create_model('hf-hub:...' | 'local-dir:...', p
 
 from gsp_hub.hub.card import CITATIONS, DatasetRef, build_model_card
 from gsp_hub.hub.export import read_export_metadata, save_pretrained, update_card
-from gsp_hub.hub.loading import from_pretrained, load_weights, resolve_export
+from gsp_hub.hub.loading import ModelSource, from_pretrained, load_model, load_weights, locate_model
 from gsp_hub.hub.push import push_to_hub
 
 __all__ = [
     "CITATIONS",
     "DatasetRef",
+    "ModelSource",
     "build_model_card",
     "from_pretrained",
+    "load_model",
     "load_weights",
+    "locate_model",
     "push_to_hub",
     "read_export_metadata",
-    "resolve_export",
     "save_pretrained",
     "update_card",
 ]

@@ -1,9 +1,10 @@
 """`gsp-hub export | push | card`: publish trained models as Hub folders with model cards.
 
-``export`` converts a trained model (an export folder, a ``gsp-hub train`` run folder, a Hub id, or a bare
-``.safetensors`` checkpoint with ``--model``) into an output of the chosen ``--format``. Formats are entries of
-:data:`EXPORT_FORMATS` (name -> writer taking the loaded model and the parsed arguments); ``hub`` writes a Hub folder
-(config.json + model.safetensors + README.md). A new format adds one writer and its own options to the same command.
+``export`` converts a trained model (any :func:`gsp_hub.hub.load_model` spec: an export or run folder, a Hub id, a
+zoo tag, or a bare ``.safetensors`` checkpoint with ``--model``) into an output of the chosen ``--format``. Formats
+are entries of :data:`EXPORT_FORMATS` (name -> writer taking the loaded model and the parsed arguments); ``hub``
+writes a Hub folder (config.json + model.safetensors + README.md). A new format adds one writer and its own options
+to the same command.
 """
 
 from __future__ import annotations
@@ -16,46 +17,34 @@ from typing import Any
 
 from gsp_hub.export.commands import FORMAT_WRITERS, add_export_arguments
 
-__all__ = ["EXPORT_FORMATS", "METRICS_FILE", "RECIPE_FILES", "RUN_MODEL_DIR", "add_parser", "load_model_source"]
+__all__ = ["EXPORT_FORMATS", "METRICS_FILE", "RECIPE_FILES", "add_parser"]
 
 # A `gsp-hub train` run folder: the best model in model/, metrics.json ("best" entry) and train_config.yaml.
-RUN_MODEL_DIR = "model"
 METRICS_FILE = "metrics.json"
 RECIPE_FILES = ("train_config.yaml", "train_config.json", "config.yaml")
 
 
-def _model_location(source: str) -> str:
-    """``source``, or its model/ sub-folder when ``source`` is a training run folder."""
-    run_model = Path(source) / RUN_MODEL_DIR
-    if not (Path(source) / "config.json").is_file() and (run_model / "config.json").is_file():
-        return str(run_model)
-    return source
+def _locate_source(args: argparse.Namespace) -> Any:
+    """SOURCE as a :class:`gsp_hub.hub.ModelSource`: any load_model spec, or with --model the weights of that
+    timm architecture."""
+    from gsp_hub.hub.loading import locate_model
 
-
-def load_model_source(source: str, model_name: str | None = None, model_args: str | None = None) -> Any:
-    """The model to export: ``gsp_hub.from_pretrained(source)`` (a run folder's model/), or with ``model_name`` a
-    fresh ``timm.create_model(model_name, **json.loads(model_args))`` loaded from the safetensors file ``source``."""
-    import timm
-
-    from gsp_hub.hub import from_pretrained, load_weights
-
-    if model_name is None:
-        if model_args:
+    if args.model is None:
+        if args.model_args:
             raise ValueError("--model-args needs --model (the timm architecture of a bare checkpoint).")
-        return from_pretrained(_model_location(source))
+        return locate_model(args.source)
+    return locate_model(args.model, weights=args.source)
+
+
+def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """--model-args as keyword arguments of timm.create_model."""
     try:
-        kwargs = json.loads(model_args or "{}")
+        kwargs = json.loads(args.model_args or "{}")
     except json.JSONDecodeError as error:
         raise ValueError(f"--model-args must be a JSON object like '{{\"embed_dim\": 128}}': {error}") from error
-    weights = Path(source)
-    if weights.is_dir():
-        weights = weights / "model.safetensors"
-    if not weights.is_file():
-        raise FileNotFoundError(
-            f"checkpoint {weights} not found; with --model, SOURCE is a .safetensors file or a folder holding "
-            "model.safetensors."
-        )
-    return load_weights(timm.create_model(model_name, **kwargs), weights).eval()
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"--model-args must be a JSON object like '{{\"embed_dim\": 128}}', got {args.model_args}.")
+    return kwargs
 
 
 def _read_mapping(path: Path, what: str) -> dict[str, Any]:
@@ -117,11 +106,10 @@ def _card_inputs(args: argparse.Namespace, source: Path | None) -> dict[str, Any
 def _export_hub(model: Any, args: argparse.Namespace) -> Path:
     """Write a Hub folder; card metadata not given by flags is kept from the source export."""
     from gsp_hub.hub.export import save_pretrained
-    from gsp_hub.hub.loading import read_export_config, resolve_export
+    from gsp_hub.hub.loading import read_export_config
 
-    previous: dict[str, Any] = {}
-    if args.model is None:
-        previous = read_export_config(resolve_export(_model_location(args.source)).config_file).get("gsp_hub") or {}
+    export = _locate_source(args).export
+    previous = (read_export_config(export.config_file).get("gsp_hub") or {}) if export is not None else {}
     inputs: dict[str, Any] = {
         "metrics": previous.get("metrics") or None,
         "dataset": previous.get("dataset"),
@@ -141,7 +129,8 @@ EXPORT_FORMATS: dict[str, Callable[[Any, argparse.Namespace], Path]] = {"hub": _
 
 
 def _export(args: argparse.Namespace) -> int:
-    model = load_model_source(args.source, args.model, args.model_args)
+    kwargs = _model_kwargs(args)
+    model = _locate_source(args).load(**kwargs)
     output = EXPORT_FORMATS[args.format](model, args)
     print(f"exported {args.source} as {args.format} to {output}")
     return 0
@@ -184,11 +173,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "export",
         help="export a trained model to a Hub folder (config.json, model.safetensors, model card)",
         description="Load a trained model and write it in an export format. SOURCE is an export folder, a "
-        "`gsp-hub train` run folder (its model/ is loaded), a Hub id, or (with --model) a .safetensors checkpoint. "
+        "`gsp-hub train` / `distill` run folder (its model/ is loaded), local-dir:PATH, a Hub id (hf-hub:org/name), "
+        "a zoo model (e.g. gsp_tf_efficientnet_lite0.tin200), or (with --model) a .safetensors checkpoint. "
         "Card metadata not given by flags is kept from the source export; metrics and recipe default to "
         f"SOURCE/{METRICS_FILE} and SOURCE/{{{','.join(RECIPE_FILES)}}} when present.",
     )
-    export.add_argument("source", help="export or run folder, hf-hub:org/name, or .safetensors file (with --model)")
+    export.add_argument("source", help="export or run folder, local-dir:PATH, hf-hub:org/name, zoo model, or "
+                        ".safetensors file (with --model)")
     export.add_argument("output", type=Path, help="output folder (hub: new, empty, or a previous export, which is replaced); .onnx / .pt2 file or folder (onnx / torch-export)")
     export.add_argument("--format", choices=sorted(EXPORT_FORMATS), default="hub", help="export format (default: hub)")
     export.add_argument("--model", help="timm architecture of a bare checkpoint, e.g. gsp_resnet50")

@@ -1,15 +1,27 @@
-"""Load a gsp_hub export (a timm Hub folder) from the Hub or a local folder, with checks and clear errors.
+"""Load a model from any spec gsp_hub accepts, with checks and clear errors: :func:`load_model`.
 
-:func:`from_pretrained` accepts ``hf-hub:org/name[@revision]``, ``org/name[@revision]``, ``local-dir:/path`` or a
-plain folder path. Before building anything it checks that ``config.json`` parses and names a registered
-architecture, and that ``model.safetensors`` exists, parses, matches the checksum recorded at export, and fits the
-architecture key by key and shape by shape. The model itself is built by timm from the same ``config.json``
+Specs (:func:`locate_model` resolves and checks them before any model is built):
+
+* a folder: an export (``config.json`` + ``model.safetensors``) or a ``gsp-hub train`` / ``distill`` run folder
+  (its export in ``model/``), also as ``local-dir:/path``;
+* ``hf-hub:org/name[@revision]`` or ``org/name[@revision]``: a Hub repository (downloaded into / read from the
+  Hugging Face cache);
+* a zoo tag (``gsp_tf_efficientnet_lite0.tin200``, :data:`gsp_hub.models.zoo.ZOO`): its Hub repository when the
+  cache holds it (or it can be downloaded), else the repository's copy ``zoo/<tag>``;
+* a timm name plus ``weights=file.safetensors`` (strict load; CIFAR ResNets through
+  :func:`~gsp_hub.models.cifar_resnet.load_cifar10_weights`), or a timm name with its own pretrained weights.
+
+Before building an export it checks that ``config.json`` parses and names a registered architecture, and that
+``model.safetensors`` exists, parses, matches the checksum recorded at export, and fits the architecture key by key
+and shape by shape. The model itself is built by timm from the same ``config.json``
 (``timm.create_model('hf-hub:...' | 'local-dir:...')``), so ``model.pretrained_cfg`` describes the preprocessing and
-``timm.data.resolve_model_data_config(model)`` works on the result.
+``timm.data.resolve_model_data_config(model)`` works on the result. :func:`from_pretrained` is the same resolver
+under its Hugging Face name.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -28,22 +40,28 @@ from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, 
 from torch import nn
 
 import gsp_hub.models  # noqa: F401  (registers the gsp_hub architectures with timm)
+from gsp_hub.models.cifar_resnet import CifarResNet, load_cifar10_weights
+from gsp_hub.models import zoo
 
 __all__ = [
     "CONFIG_NAME",
     "HF_HUB_PREFIX",
     "LOCAL_DIR_PREFIX",
+    "RUN_MODEL_DIR",
     "WEIGHTS_NAME",
     "ExportFiles",
+    "ModelSource",
     "file_sha256",
     "from_pretrained",
+    "load_model",
     "load_weights",
+    "locate_model",
     "read_export_config",
-    "resolve_export",
 ]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+RUN_MODEL_DIR = "model"  # a `gsp-hub train` / `gsp-hub distill` run folder holds its exported model here
 HF_HUB_PREFIX = "hf-hub:"
 LOCAL_DIR_PREFIX = "local-dir:"
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+(@[\w./-]+)?$")
@@ -60,13 +78,16 @@ class ExportFiles:
 
 
 def _local_export(folder: Path) -> ExportFiles:
+    """The export in ``folder``, or in ``folder/model`` when ``folder`` is a training run folder."""
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder; pass the export folder that holds {CONFIG_NAME}.")
+    if not (folder / CONFIG_NAME).is_file() and (folder / RUN_MODEL_DIR / CONFIG_NAME).is_file():
+        folder = folder / RUN_MODEL_DIR
     config_file, weights_file = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     if not config_file.is_file():
         raise FileNotFoundError(
-            f"{config_file} is missing: {folder} is not a gsp_hub / timm export. Write one with "
-            "gsp_hub.hub.save_pretrained(model, folder) or `gsp-hub export`."
+            f"{config_file} is missing: {folder} is not a gsp_hub / timm export (nor a run folder with one in "
+            f"{RUN_MODEL_DIR}/). Write one with gsp_hub.hub.save_pretrained(model, folder) or `gsp-hub export`."
         )
     if not weights_file.is_file():
         pickles = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pth"))
@@ -95,28 +116,30 @@ def _download(repo_id: str, revision: str | None, filename: str, hint: str) -> P
         ) from error
 
 
-def resolve_export(id_or_path: str | os.PathLike[str]) -> ExportFiles:
-    """Locate an export: a folder (plain path or ``local-dir:``) or a Hub repo (``hf-hub:org/name`` or ``org/name``,
-    optionally ``@revision``); Hub files are downloaded into / read from the Hugging Face cache."""
-    if isinstance(id_or_path, os.PathLike):
-        return _local_export(Path(id_or_path).absolute())
-    if not isinstance(id_or_path, str) or not id_or_path:
-        raise TypeError(f"id_or_path must be a folder path or a Hub repo id 'org/name', got {id_or_path!r}.")
-    if id_or_path.startswith(LOCAL_DIR_PREFIX):
-        return _local_export(Path(id_or_path[len(LOCAL_DIR_PREFIX) :]).expanduser().absolute())
-    hub_id = next((id_or_path[len(p) :] for p in (HF_HUB_PREFIX, "hf_hub:") if id_or_path.startswith(p)), None)
-    hint = ""
-    if hub_id is None:
-        local = Path(id_or_path).expanduser().absolute()
-        if local.exists() or not _REPO_ID.match(id_or_path):
-            return _local_export(local)
-        hub_id, hint = id_or_path, f" (read as a Hub id because no folder {local} exists)"
+def _hub_export(hub_id: str, hint: str = "") -> ExportFiles:
+    """A Hub repository ``org/name[@revision]``: its config.json and model.safetensors from the cache / the Hub."""
     if not _REPO_ID.match(hub_id):
-        raise ValueError(f"{id_or_path!r} is not a Hub model id; expected 'hf-hub:org/name' or 'hf-hub:org/name@rev'.")
+        raise ValueError(f"{hub_id!r} is not a Hub model id; expected 'hf-hub:org/name' or 'hf-hub:org/name@rev'.")
     repo_id, _, revision = hub_id.partition("@")
     config_file = _download(repo_id, revision or None, CONFIG_NAME, hint)
     weights_file = _download(repo_id, revision or None, WEIGHTS_NAME, hint)
     return ExportFiles(f"{HF_HUB_PREFIX}{hub_id}", config_file, weights_file)
+
+
+def _zoo_export(name: str) -> ExportFiles:
+    """Zoo model ``name``: its Hub repository (cache, or a download when online), else the repository's copy."""
+    hub_id = zoo.ZOO[name].hf_hub_id
+    try:
+        return _hub_export(hub_id)
+    except FileNotFoundError as hub_error:
+        try:
+            return _local_export(zoo.local_zoo_folder(name))
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"zoo model {name!r} is neither in the Hugging Face cache as {hub_id} ({hub_error}) nor in the "
+                f"repository's copy {zoo.ZOO_COPY_DIR / name}. Download it once with network access "
+                f"(`hf download {hub_id}`), or run gsp_hub from a checkout of its repository (zoo/ holds the copy)."
+            ) from hub_error
 
 
 def read_export_config(config_file: str | os.PathLike[str]) -> dict[str, Any]:
@@ -215,22 +238,8 @@ def load_weights(
     return model
 
 
-def from_pretrained(id_or_path: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
-    """Load a gsp_hub / timm export and return the model in eval mode.
-
-    Args:
-        id_or_path: ``hf-hub:org/name[@rev]``, ``org/name[@rev]``, ``local-dir:/path`` or a folder path.
-        **kwargs: forwarded to ``timm.create_model`` and override the exported ``model_args``; a different
-            ``num_classes`` builds a fresh classifier (the other weights are loaded).
-
-    Raises:
-        FileNotFoundError: no such folder / repo / revision, or config.json or model.safetensors missing.
-        ValueError: unparsable config, unregistered architecture, corrupt weights, keys or shapes that do not fit.
-        TypeError: model_args the installed architecture does not accept.
-    """
-    if "pretrained" in kwargs:
-        raise TypeError("from_pretrained always loads the exported weights; drop the pretrained= argument.")
-    files = resolve_export(id_or_path)
+def _load_export(files: ExportFiles, **kwargs: Any) -> nn.Module:
+    """Build an export's model with timm and load its checked weights; eval mode."""
     config = read_export_config(files.config_file)
     state_dict = _read_weights(files.weights_file, (config.get("gsp_hub") or {}).get("weights_sha256"))
     try:
@@ -244,3 +253,145 @@ def from_pretrained(id_or_path: str | os.PathLike[str], **kwargs: Any) -> nn.Mod
     new_classifier = "num_classes" in kwargs and kwargs["num_classes"] != config.get("num_classes")
     load_weights(model, state_dict, skip_classifier=new_classifier)
     return model.eval()
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model spec resolved to files and checked, before any model is built (:func:`locate_model`).
+
+    One of: ``export`` (a Hub folder: local, in the Hugging Face cache, or the zoo copy); the timm ``architecture``
+    with a safetensors ``weights`` file; or the timm ``architecture`` alone, with its own pretrained weights.
+    """
+
+    spec: str
+    export: ExportFiles | None = None
+    architecture: str | None = None
+    weights: Path | None = None
+
+    def load(self, **kwargs: Any) -> nn.Module:
+        """Build the model and load its weights; returned in eval mode.
+
+        Args:
+            **kwargs: forwarded to ``timm.create_model``; for an export they override its ``model_args``, and a
+                different ``num_classes`` builds a fresh classifier (the other weights are loaded).
+
+        Raises:
+            ValueError: unparsable config, unregistered architecture, corrupt weights, keys or shapes that do not fit.
+            TypeError: model arguments the architecture does not accept, or ``pretrained=``.
+        """
+        if "pretrained" in kwargs:
+            raise TypeError("load_model / from_pretrained always loads the exported weights (or the given ones); "
+                            "drop the pretrained= argument.")
+        if self.export is not None:
+            return _load_export(self.export, **kwargs)
+        if self.weights is not None:
+            model = timm.create_model(self.architecture, **kwargs)
+            if isinstance(model, CifarResNet):
+                return load_cifar10_weights(model, self.weights).eval()
+            return load_weights(model, self.weights).eval()
+        try:
+            return timm.create_model(self.architecture, pretrained=True, **kwargs).eval()
+        except (OSError, RuntimeError, ValueError) as error:
+            raise ValueError(
+                f"could not load the pretrained weights of {self.architecture!r} ({error}); they must be in the "
+                "local Hugging Face cache when offline. Pass an export or run folder, or weights=file.safetensors."
+            ) from error
+
+
+def _did_you_mean(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.75)
+    return f" (did you mean {close}?)" if close else ""
+
+
+def _locate_weights(architecture: object, weights: str | os.PathLike[str]) -> ModelSource:
+    if not isinstance(architecture, str) or not timm.is_model(architecture):
+        raise ValueError(f"with weights, the model must be the timm architecture they belong to: {architecture!r} "
+                         f"is not a registered timm architecture{_did_you_mean(str(architecture), timm.list_models())}"
+                         "; see `gsp-hub models` and timm.list_models().")
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        path = path / WEIGHTS_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"weights {path}: no such file; pass a .safetensors state_dict of {architecture} "
+                                f"(or a folder holding {WEIGHTS_NAME}).")
+    return ModelSource(f"{architecture} + {path}", architecture=architecture, weights=path.absolute())
+
+
+def _locate_timm_pretrained(name: str) -> ModelSource:
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except RuntimeError as error:  # an unknown pretrained tag
+        raise ValueError(f"model {name!r}: {error}{_did_you_mean(name, timm.list_pretrained())}") from error
+    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+        raise ValueError(
+            f"model {name!r} is a timm architecture without pretrained weights, so its outputs would be random. "
+            "Pass its trained weights (weights=file.safetensors, CLI --weights), an export or run folder, a Hub id, "
+            f"or a zoo model ({', '.join(zoo.ZOO)})."
+        )
+    return ModelSource(name, architecture=name)
+
+
+def locate_model(spec: str | os.PathLike[str], *, weights: str | os.PathLike[str] | None = None) -> ModelSource:
+    """Resolve and check a model spec without building the model (see the module docstring for the specs).
+
+    Hub files are downloaded into / read from the Hugging Face cache; ``config.json`` is parsed and its
+    architecture checked. Call :meth:`ModelSource.load` to build the model.
+
+    Raises:
+        FileNotFoundError: no such folder, file, Hub repository, revision or cached file; a zoo model found nowhere.
+        ValueError: an unregistered architecture, a timm name without weights, a malformed Hub id.
+        TypeError: ``spec`` is neither a string nor a path.
+    """
+    if weights is not None:
+        return _locate_weights(spec, weights)
+    if isinstance(spec, os.PathLike):
+        source = ModelSource(os.fspath(spec), export=_local_export(Path(spec).expanduser().absolute()))
+    elif not isinstance(spec, str) or not spec:
+        raise TypeError(f"model must be a folder path or a Hub repo id ('org/name'), a zoo tag or a timm name, "
+                        f"got {spec!r}.")
+    elif spec.startswith(LOCAL_DIR_PREFIX):
+        source = ModelSource(spec, export=_local_export(Path(spec[len(LOCAL_DIR_PREFIX) :]).expanduser().absolute()))
+    elif spec.startswith((HF_HUB_PREFIX, "hf_hub:")):
+        source = ModelSource(spec, export=_hub_export(spec.partition(":")[2]))
+    elif spec in zoo.ZOO:
+        source = ModelSource(spec, export=_zoo_export(spec))
+    else:
+        local = Path(spec).expanduser().absolute()
+        if local.is_dir():
+            source = ModelSource(spec, export=_local_export(local))
+        elif local.is_file():
+            raise ValueError(f"{local} is a file: weights need their architecture, load_model('<timm name>', "
+                             f"weights={spec!r}) (CLI: --model <timm name> --weights {spec}).")
+        elif timm.is_model(spec):
+            return _locate_timm_pretrained(spec)
+        elif _REPO_ID.match(spec):
+            source = ModelSource(spec, export=_hub_export(spec, f" (read as a Hub id because no folder {local} "
+                                                               "exists)"))
+        else:
+            known = _did_you_mean(spec, [*zoo.ZOO, *timm.list_models()])
+            raise FileNotFoundError(
+                f"model {spec!r}: no such file or folder ({local}){known}; expected a run or export folder, "
+                f"local-dir:PATH, hf-hub:org/name, a zoo model ({', '.join(zoo.ZOO)}) or a timm name with weights."
+            )
+    read_export_config(source.export.config_file)
+    return source
+
+
+def load_model(spec: str | os.PathLike[str], *, weights: str | os.PathLike[str] | None = None,
+               **kwargs: Any) -> nn.Module:
+    """The model a spec names, with its weights, in eval mode: ``locate_model(spec, weights=weights).load(**kwargs)``.
+
+    Args:
+        spec: a run or export folder, ``local-dir:/path``, ``hf-hub:org/name[@rev]``, ``org/name[@rev]``, a zoo
+            tag, or a timm name (with ``weights``, or with its own pretrained weights).
+        weights: a safetensors state_dict (or a folder holding ``model.safetensors``) of the timm architecture
+            ``spec``, loaded strictly.
+        **kwargs: forwarded to ``timm.create_model`` (see :meth:`ModelSource.load`).
+
+    Raises:
+        FileNotFoundError, ValueError, TypeError: as :func:`locate_model` and :meth:`ModelSource.load` explain.
+    """
+    return locate_model(spec, weights=weights).load(**kwargs)
+
+
+from_pretrained = load_model  # the Hugging Face name of the same resolver (model cards show it)

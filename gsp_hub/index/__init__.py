@@ -4,10 +4,10 @@
   ``search_images``, atomic ``save`` / checked ``load``; refuses embeddings of another model.
 * :class:`IndexSettings` — exact ``flat`` inner product (default) or approximate ``hnsw`` / ``ivf`` (recall vs exact
   is measured at build time and stored).
-* :func:`model_fingerprint`, :func:`load_embedding_model` — what identifies the embedding model; ``--model`` resolution.
+* :func:`model_fingerprint` — what identifies the embedding model (models load with :func:`gsp_hub.load_model`).
 """
 
-from gsp_hub.index.embedding import GalleryItem, gallery_items, load_embedding_model, model_fingerprint
+from gsp_hub.index.embedding import GalleryItem, gallery_items, model_fingerprint
 from gsp_hub.index.gallery import GalleryIndex, Neighbour
 from gsp_hub.index.structures import INDEX_KINDS, IndexSettings, recall_vs_exact
 
@@ -18,7 +18,6 @@ __all__ = [
     "IndexSettings",
     "Neighbour",
     "gallery_items",
-    "load_embedding_model",
     "model_fingerprint",
     "recall_vs_exact",
 ]

@@ -7,8 +7,9 @@
 
 ``--images`` is a folder of image files (labels from ``root/<class>/<image>``) or a data set that
 ``gsp_hub.data.load_image_dataset`` reads (Hub-layout / parquet folder, ``.parquet`` file, Hub id; pick a split with
-``--split``). ``--model`` is an export folder, a Hub id, or a timm name with pretrained weights; ``search`` reloads the
-model the index records unless ``--model`` is given, and refuses a model whose fingerprint differs.
+``--split``). ``--model`` is any ``gsp_hub.load_model`` spec (a run or export folder, a Hub id, a zoo model, a timm
+name with ``--weights`` or with its own pretrained weights); ``search`` reloads the model the index records unless
+``--model`` is given, and refuses a model whose fingerprint differs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+from gsp_hub.cli import add_model_arguments, locate_model_argument
 
 __all__ = ["add_parser"]
 
@@ -56,7 +59,6 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from gsp_hub.index.embedding import load_embedding_model
     from gsp_hub.index.gallery import GalleryIndex, check_save_target
 
     out = Path(args.out).expanduser()
@@ -74,8 +76,9 @@ def _build(args: argparse.Namespace) -> int:
     else:
         check_save_target(out, overwrite=args.overwrite)  # a foreign folder is refused before any work
     settings = None if existing else _settings(args)  # validates the faiss options before loading anything
+    model_source = locate_model_argument(args.model, args.weights)
     source, dataset_name, split = _load_gallery_source(args.images, args.split)
-    model = load_embedding_model(args.model)
+    model = model_source.load()
     options = dict(batch_size=args.batch_size, progress=not args.no_progress, dataset_name=dataset_name, split=split)
     if existing is not None:
         added = existing.append(model, source, **options)
@@ -120,7 +123,6 @@ def _gallery_image(neighbour: Any, datasets_cache: dict[tuple[str, str], Any]) -
 
 def _search(args: argparse.Namespace) -> int:
     from gsp_hub.data import decode_image
-    from gsp_hub.index.embedding import load_embedding_model
     from gsp_hub.index.gallery import GalleryIndex
     from gsp_hub.viz.retrieval_grid import plot_retrieval_grid
 
@@ -130,8 +132,9 @@ def _search(args: argparse.Namespace) -> int:
     if args.grid is not None and Path(args.grid).suffix.lower() != ".png":
         raise ValueError(f"--grid must be a .png file, got {args.grid!r}.")
     index = GalleryIndex.load(args.index)
+    model_source = locate_model_argument(args.model or index.model_id, args.weights)
     query = decode_image({"path": str(query_path), "bytes": None})
-    model = load_embedding_model(args.model or index.model_id)
+    model = model_source.load()
     neighbours = index.search_images(model, [query], k=args.k)[0]
     grid = None
     if args.grid is not None:
@@ -186,7 +189,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(index.json, embeddings.npy, metadata.parquet[, index.faiss]) atomically. --append embeds only the new "
         "images and refuses a different model.",
     )
-    build.add_argument("--model", required=True, help="export folder, Hub id (org/name), or timm name with weights")
+    add_model_arguments(build)
     build.add_argument("--images", required=True, help="folder of images (root/<class>/<image> gives labels), or "
                        "a data set: Hub-layout / parquet folder, .parquet file, Hub id")
     build.add_argument("--out", required=True, type=Path, help="index folder to write")
@@ -216,7 +219,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--index", required=True, type=Path, help="index folder written by `gsp-hub index build`")
     search.add_argument("--query", required=True, help="query image file")
     search.add_argument("-k", type=int, default=10, help="number of neighbours (default 10)")
-    search.add_argument("--model", help="model to embed the query (default: the model recorded in the index)")
+    add_model_arguments(search, required=False, default=" (default: the model recorded in the index)")
     search.add_argument("--grid", default="retrieval_grid.png",
                         help="retrieval-grid PNG to write (default retrieval_grid.png)")
     search.add_argument("--no-grid", dest="grid", action="store_const", const=None, help="do not draw the grid")

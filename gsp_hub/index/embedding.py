@@ -8,8 +8,6 @@
   L2-normalises, so that inner product = cosine similarity.
 * :func:`model_fingerprint` hashes everything that determines an embedding — the module tree with its
   hyperparameters, the preprocessing and every weight — so that an index can refuse embeddings of another model.
-* :func:`load_embedding_model` resolves ``--model``: an export folder or Hub id (``gsp_hub.hub.from_pretrained``),
-  or a timm name whose pretrained weights are available.
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import PIL.Image
-import timm
 import timm.data
 import torch
 import torch.nn.functional as F
@@ -42,7 +39,6 @@ __all__ = [
     "embed_images",
     "embed_items",
     "gallery_items",
-    "load_embedding_model",
     "model_data_config",
     "model_fingerprint",
 ]
@@ -212,27 +208,3 @@ def embed_images(
     """Embeddings (len(images), D) of in-memory PIL images (e.g. queries), as :func:`embed_items` computes them."""
     items = [GalleryItem(load=lambda image=image: decode_image(image)) for image in images]
     return embed_items(model, items, data_config, batch_size=batch_size, progress=False)
-
-
-def load_embedding_model(spec: str) -> nn.Module:
-    """``--model``: an export folder / ``local-dir:`` / ``hf-hub:`` / ``org/name`` Hub id, or a timm model name
-    with pretrained weights (cached offline); returned in eval mode."""
-    from gsp_hub.hub import from_pretrained
-
-    if not isinstance(spec, str) or not spec:
-        raise ValueError(f"model must be an export folder, a Hub id or a timm model name, got {spec!r}.")
-    if Path(spec).expanduser().is_dir() or spec.startswith(("hf-hub:", "local-dir:")) or not timm.is_model(spec):
-        return from_pretrained(str(Path(spec).expanduser().absolute()) if Path(spec).expanduser().is_dir() else spec)
-    cfg = timm.get_pretrained_cfg(spec)
-    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
-        raise ValueError(
-            f"model={spec!r} is a timm architecture without pretrained weights, so its embeddings would be random. "
-            "Pass the export folder of a trained model (gsp_hub.hub.save_pretrained / `gsp-hub export`) or a Hub id."
-        )
-    try:
-        return timm.create_model(spec, pretrained=True).eval()
-    except Exception as error:  # noqa: BLE001  (download / cache errors of several types)
-        raise ValueError(
-            f"could not load the pretrained weights of {spec!r} ({error}); they must be in the local Hugging Face "
-            "cache when offline. Pass an export folder instead."
-        ) from error

@@ -299,6 +299,27 @@ class TappedModel(nn.Module):
             layers[INTERMEDIATE] = self.model.get_submodule(self.inter_module).layer
         return layers
 
+    def load_student_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Load the wrapped model's weights as it named them before the layers were inserted (``strict``: every key
+        of the model, no other); the inserted layers keep their values.
+
+        Raises:
+            ValueError: listing missing and unexpected keys, before anything is copied.
+        """
+        own_names: dict[str, str] = {}  # the student's own key -> its key in self.model (the inserted layers left out)
+        for key in self.model.state_dict():
+            if self.inter_module is None:
+                own_names[key] = key
+            elif key.startswith(f"{self.inter_module}.block."):
+                own_names[f"{self.inter_module}.{key[len(self.inter_module) + len('.block.'):]}"] = key
+            elif not key.startswith(f"{self.inter_module}.layer."):
+                own_names[key] = key
+        missing, unexpected = sorted(own_names.keys() - state_dict.keys()), sorted(state_dict.keys() - own_names.keys())
+        if missing or unexpected:
+            raise ValueError(f"the weights do not fit the student {type(self.model).__name__}: missing "
+                             f"{missing[:5]}, unexpected {unexpected[:5]}; pass weights of the same architecture.")
+        self.model.load_state_dict({own_names[key]: value for key, value in state_dict.items()}, strict=False)
+
     def _run_penultimate(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.pen_layer is None:
             return features, None

@@ -1,7 +1,7 @@
 """timm-facing architectures. Importing this package registers every gsp_hub model with timm."""
 
 from gsp_hub.models.cifar_resnet import CifarResNet, load_cifar10_weights
-from gsp_hub.models.letkd_cifar import letkd_cifar_resnet20
+from gsp_hub.models.letkd import letkd_cifar_resnet20
 from gsp_hub.models.metric_net import MetricNet
 from gsp_hub.models.registry import NAMED_MODELS, data_cfg_of_backbone
 

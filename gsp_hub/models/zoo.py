@@ -3,7 +3,7 @@
 Each entry names a registered architecture and a pretrained tag, the Hub repository holding the weights, the
 constructor arguments the weights need and the preprocessing they were trained with. The module that registers the
 architecture (:mod:`gsp_hub.models.registry`, :mod:`~gsp_hub.models.cifar_resnet`,
-:mod:`~gsp_hub.models.letkd_cifar`) turns its entries into timm ``default_cfgs`` with an ``hf_hub_id``, so that
+:mod:`~gsp_hub.models.letkd`) turns its entries into timm ``default_cfgs`` with an ``hf_hub_id``, so that
 
     timm.create_model("gsp_tf_efficientnet_lite0.tin200", pretrained=True)
 
@@ -21,9 +21,18 @@ from typing import Any
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-__all__ = ["HUB_ORGANISATION", "ZOO", "ZooEntry", "local_zoo_folder", "zoo_model_args", "zoo_pretrained_cfgs"]
+__all__ = [
+    "HUB_ORGANISATION",
+    "ZOO",
+    "ZOO_COPY_DIR",
+    "ZooEntry",
+    "local_zoo_folder",
+    "zoo_model_args",
+    "zoo_pretrained_cfgs",
+]
 
 HUB_ORGANISATION = "gsp-hub"
+ZOO_COPY_DIR = Path(__file__).resolve().parents[2] / "zoo"  # the repository's copy of every zoo folder
 
 _LITE0_TIN200_DATA: dict[str, Any] = {
     "input_size": (3, 160, 160), "interpolation": "bicubic", "crop_pct": 1.0, "crop_mode": "center",
@@ -124,7 +133,7 @@ def local_zoo_folder(name: str) -> Path:
     the repository (a wheel install has no zoo/ folder: use the Hub name instead)."""
     if name not in ZOO:
         raise KeyError(f"{name!r} is not a zoo model; the zoo has {sorted(ZOO)}.")
-    folder = Path(__file__).resolve().parents[2] / "zoo" / name
+    folder = ZOO_COPY_DIR / name
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(
             f"{folder} does not exist: gsp_hub is not installed from a checkout of its repository. Load "

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from gsp_hub.cli import add_dataset_arguments, user_error
+from gsp_hub.cli import add_dataset_arguments, add_model_arguments, locate_model_argument, user_error
 
 __all__ = ["add_config_arguments", "add_parser", "config_from_args", "configure_logging", "parse_key_values"]
 
@@ -140,14 +140,6 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_folder(path: str) -> str:
-    """A run folder (holding model/) or an export folder / Hub id, as given."""
-    from gsp_hub.train.artifacts import MODEL_DIR_NAME
-
-    candidate = Path(path) / MODEL_DIR_NAME
-    return str(candidate) if (candidate / "config.json").is_file() else path
-
-
 def _run_eval(args: argparse.Namespace) -> int:
     configure_logging()
     try:
@@ -161,11 +153,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     from accelerate import Accelerator
 
     from gsp_hub.data import create_image_transforms, load_image_dataset, make_splits, with_image_transform
-    from gsp_hub.hub import from_pretrained
     from gsp_hub.metrics import format_metrics, retrieval_metrics
     from gsp_hub.train.data import eval_loader
     from gsp_hub.train.loop import embed_split
 
+    source = locate_model_argument(args.model, args.weights)
     accelerator = Accelerator(cpu=args.cpu or not torch.cuda.is_available(), mixed_precision=args.mixed_precision)
     dataset = load_image_dataset(
         args.dataset, image_column=args.image_column, label_column=args.label_column,
@@ -173,7 +165,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         progress=accelerator.is_local_main_process,
     )
     splits = make_splits(dataset, args.split_protocol)
-    model = from_pretrained(_model_folder(args.model))
+    model = source.load()
     transform = create_image_transforms(model, input_size=args.img_size or None).eval
     dataset = with_image_transform(getattr(splits, args.split), transform)
     network, loader = accelerator.prepare(model, eval_loader(dataset, args.batch_size, args.num_workers))
@@ -218,11 +210,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     eval_parser = subparsers.add_parser(
         "eval",
         help="evaluate a trained model's retrieval metrics on a data set",
-        description="Embed a data set's test split with a saved model (a run folder, an export folder or a Hub id) "
-        "and print Recall@K, R-Precision and MAP@R (leave-one-out, cosine).",
+        description="Embed a data set's test split with a saved model (a run or export folder, a Hub id, a zoo "
+        "model, or a timm name with --weights) and print Recall@K, R-Precision and MAP@R (leave-one-out, cosine).",
     )
-    eval_parser.add_argument("--model", required=True,
-                             help="run folder (uses its model/), export folder, or Hub id org/name")
+    add_model_arguments(eval_parser)
     add_dataset_arguments(eval_parser, "evaluate")
     eval_parser.add_argument("--verify-images", action=argparse.BooleanOptionalAction, default=True,
                              help="decode every image once first to find corrupt files (default: on)")

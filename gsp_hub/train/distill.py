@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from gsp_hub.train.config import RunConfig, option, shared_option
+
+if TYPE_CHECKING:
+    from gsp_hub.hub.loading import ModelSource
 
 __all__ = ["DISTILL_CONFIG_FILE_NAME", "METHODS", "DistillConfig"]
 
@@ -34,12 +37,14 @@ class DistillConfig(RunConfig):
 
     # models
     teacher: str = option("", "timm name of the teacher, e.g. cifar_resnet56 (required)", group="model")
-    teacher_weights: str = option("", "teacher weights: a safetensors state_dict (e.g. ../shared/data/cifar10-resnets/"
-                                  "resnet56.safetensors) or a gsp_hub export folder (required)", group="model")
+    teacher_weights: str = option("", "teacher weights: a safetensors state_dict of --teacher (e.g. ../shared/data/"
+                                  "cifar10-resnets/resnet56.safetensors) or any gsp_hub.load_model spec: an export or "
+                                  "run folder, a Hub id, a zoo model (required)", group="model")
     student: str = option("cifar_resnet20", "timm name of the student", group="model")
     student_weights: str = option("", "start the student from these weights instead of a random init (fine-tuning):"
-                                  " a safetensors state_dict (e.g. ../shared/data/cifar10-resnets/resnet20."
-                                  "safetensors) or a gsp_hub export folder; letKD layers still start fresh",
+                                  " a safetensors state_dict of --student (e.g. ../shared/data/cifar10-resnets/"
+                                  "resnet20.safetensors) or any gsp_hub.load_model spec; letKD layers still start "
+                                  "fresh",
                                   group="model")
     method: str = option("letkd1", "vanilla (CE), kd (Hinton, T=4), letkd1 (penultimate KD layer), letkd2 (+ the "
                          "intermediate layer)", group="model", choices=METHODS)
@@ -90,26 +95,31 @@ class DistillConfig(RunConfig):
                 f"distillation needs {', '.join(missing)}; e.g. --teacher cifar_resnet56 --teacher-weights "
                 "../shared/data/cifar10-resnets/resnet56.safetensors --dataset ../shared/data/cifar10-jpeg."
             )
-        if not Path(self.teacher_weights).exists():
-            raise FileNotFoundError(
-                f"--teacher-weights {self.teacher_weights}: no such file or folder; pass a safetensors state_dict of "
-                f"{self.teacher} or a gsp_hub export folder."
-            )
         import timm
 
         import gsp_hub.models  # noqa: F401  (registers cifar_resnet* and the gsp_hub models with timm)
 
-        if self.student_weights and not Path(self.student_weights).exists():
-            raise FileNotFoundError(
-                f"--student-weights {self.student_weights}: no such file or folder; pass a safetensors state_dict of "
-                f"{self.student} or a gsp_hub export folder, or leave it empty for a random init."
-            )
-        if self.teacher not in timm.list_models() and not Path(self.teacher_weights).is_dir():
+        if Path(self.teacher_weights).is_file() and self.teacher not in timm.list_models():
             raise ValueError(f"--teacher {self.teacher!r} is not a timm architecture; see timm.list_models() or "
                              "`gsp-hub models`.")
+        self.weights_source("teacher")
         if self.student not in timm.list_models():
             raise ValueError(f"--student {self.student!r} is not a timm architecture; see timm.list_models() or "
                              "`gsp-hub models`.")
+        if self.student_weights:
+            self.weights_source("student")
+
+    def weights_source(self, role: Literal["teacher", "student"]) -> ModelSource:
+        """``--teacher-weights`` / ``--student-weights`` located by :func:`gsp_hub.hub.locate_model` (no model is
+        built): a safetensors file of ``--teacher`` / ``--student``, or any other load_model spec."""
+        from gsp_hub.hub.loading import locate_model
+
+        architecture, weights = (self.teacher, self.teacher_weights) if role == "teacher" else \
+            (self.student, self.student_weights)
+        try:
+            return locate_model(architecture, weights=weights) if Path(weights).is_file() else locate_model(weights)
+        except (FileNotFoundError, ValueError) as error:
+            raise type(error)(f"--{role}-weights {weights}: {error}") from error
 
     @property
     def is_letkd(self) -> bool:

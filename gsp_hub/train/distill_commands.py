@@ -29,11 +29,10 @@ CIFAR-10, ResNet-56 -> ResNet-20 (the shared JPEG copy and teacher weights; path
 
 A quick look (a few minutes on a CPU): add --max-train-images 2048 --max-test-images 1000 --num-codes 256 --epochs 2.
 Resume after a stop: gsp-hub distill --output-dir runs/letkd2-r56-r20 --resume
-Evaluate the distilled student without teacher or labels:
+Evaluate the distilled student without teacher or labels (model/ is a timm Hub folder for every method):
 
-  from gsp_hub.train.distill_loop import load_student
-  student = load_student("runs/letkd2-r56-r20/model")     # letKD: student_config.json + student.safetensors
-  classes = student(images).argmax(1)                     # images normalised as in student_config.json
+  student = gsp_hub.load_model("runs/letkd2-r56-r20")     # or timm.create_model("local-dir:.../model", pretrained=True)
+  classes = student(images).argmax(1)                     # images preprocessed as timm.data.resolve_model_data_config
 """
 
 
@@ -81,6 +80,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "and, letkd2, sub-class decisions; the targets are fitted once and saved in the run folder).\n"
             "Top-1 on the test split every epoch; the best student is exported to --output-dir/model.\n\n"
             "Required: --teacher, --teacher-weights, --dataset (a data set with train and test splits).\n"
+            "--teacher-weights / --student-weights: a safetensors file of --teacher / --student, or any\n"
+            "gsp_hub.load_model spec (export or run folder, hf-hub:org/name, zoo model).\n"
             "Writes: model/, metrics.json, distill_config.yaml, checkpoints/, logs/ (tensorboard), curves.png."
         ),
         epilog=_EPILOG,

@@ -15,20 +15,24 @@ Methods (shared/spec/letkd.md):
   decisions) are fitted once on the non-augmented train split and saved as ``letkd_targets.safetensors`` in the
   run folder; a resumed run loads them.
 
-Run folder: ``model/`` (best student by top-1: a timm Hub export for vanilla/kd; for letKD the tapped student as
-``student.safetensors`` + ``student_config.json``, rebuilt by :func:`load_student`), ``metrics.json``,
+The teacher (``--teacher`` + ``--teacher-weights``) and a starting student (``--student-weights``) load through
+:func:`gsp_hub.hub.load_model`: a safetensors file of the named architecture, or any other spec it accepts (an
+export or run folder, a Hub id, a zoo tag). A letKD student is the timm architecture ``letkd_student`` (the student
+with its LeTKD layers, :mod:`gsp_hub.models.letkd`).
+
+Run folder: ``model/`` (best student by top-1, a timm Hub export for every method), ``metrics.json``,
 ``distill_config.yaml``, ``checkpoints/``, ``logs/``, ``curves.png``. Evaluating a distilled student needs
-neither the teacher nor labels: ``load_student(run_dir / "model")(images).argmax(1)``.
+neither the teacher nor labels: ``gsp_hub.load_model(run_dir)(images).argmax(1)``, or
+``timm.create_model(f"local-dir:{run_dir}/model", pretrained=True)``.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import timm
@@ -38,7 +42,6 @@ from accelerate.data_loader import SkipBatchSampler
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from datasets import Dataset
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
@@ -57,12 +60,9 @@ from gsp_hub.kd import (
     HintonKDLoss,
     LeTKDLoss,
     LeTKDTargets,
-    TappedModel,
     TeacherTaps,
     collect_teacher_locations,
-    letkd_student,
 )
-from gsp_hub.models.cifar_resnet import CifarResNet, load_cifar10_weights
 from gsp_hub.train.artifacts import MODEL_DIR_NAME, export_model
 from gsp_hub.train.data import SeededBatchDataset, eval_loader, prepare_eval_loaders
 from gsp_hub.train.distill import DistillConfig
@@ -77,13 +77,11 @@ from gsp_hub.train.loop import (
 from gsp_hub.train.state import RunState
 
 __all__ = [
-    "STUDENT_CONFIG_NAME",
-    "STUDENT_WEIGHTS_NAME",
     "TARGETS_FILE_NAME",
     "Distiller",
+    "check_num_classes",
+    "create_student",
     "distill",
-    "load_classifier",
-    "load_student",
     "load_teacher",
     "predict",
     "seeded_subset",
@@ -92,90 +90,49 @@ __all__ = [
 logger = get_logger(__name__)
 
 TARGETS_FILE_NAME = "letkd_targets.safetensors"
-STUDENT_CONFIG_NAME = "student_config.json"
-STUDENT_WEIGHTS_NAME = "student.safetensors"
-_STUDENT_FORMAT = "gsp_hub.letkd_student"
 
 
 # -- models ---------------------------------------------------------------------------------------------------------
-def load_classifier(name: str, weights: str | Path, num_classes: int) -> nn.Module:
-    """A trained classifier: a gsp_hub export folder, or ``timm.create_model(name)`` + a safetensors state_dict
-    loaded with ``strict=True`` (CIFAR ResNets through :func:`load_cifar10_weights`); it must predict
-    ``num_classes`` classes."""
-    weights = Path(weights)
-    if weights.is_dir():
-        from gsp_hub.hub import from_pretrained
-
-        model = from_pretrained(str(weights))
-    else:
-        model = timm.create_model(name, num_classes=num_classes)
-        if isinstance(model, CifarResNet):
-            load_cifar10_weights(model, weights)
-        else:
-            model.load_state_dict(load_file(str(weights)), strict=True)
-    if int(getattr(model, "num_classes", 0)) != num_classes:
-        raise ValueError(f"{weights} predicts {getattr(model, 'num_classes', 0)} classes but the data set has "
-                         f"{num_classes}; distil on the model's label set.")
+def check_num_classes(model: nn.Module, num_classes: int, source: str) -> nn.Module:
+    """``model``, after checking that it predicts ``num_classes`` classes (ValueError naming ``source`` if not)."""
+    predicted = int(getattr(model, "num_classes", 0))
+    if predicted != num_classes:
+        raise ValueError(f"{source} predicts {predicted} classes but the data set has {num_classes}; distil on the "
+                         "model's label set.")
     return model
 
 
-def load_teacher(name: str, weights: str | Path, num_classes: int) -> nn.Module:
-    """The frozen teacher (:func:`load_classifier` in eval mode, no gradients)."""
-    return load_classifier(name, weights, num_classes).eval().requires_grad_(False)
+def _load_trained(config: DistillConfig, role: Literal["teacher", "student"], num_classes: int) -> nn.Module:
+    """``--teacher-weights`` / ``--student-weights`` loaded (:meth:`DistillConfig.weights_source`), eval mode: a
+    safetensors file builds its architecture for ``num_classes``; it must predict ``num_classes`` classes."""
+    source = config.weights_source(role)
+    model = source.load(num_classes=num_classes) if source.weights is not None else source.load()
+    return check_num_classes(model, num_classes, f"--{role}-weights {source.spec}")
+
+
+def load_teacher(config: DistillConfig, num_classes: int) -> nn.Module:
+    """The frozen teacher (eval mode, no gradients) of ``--teacher`` / ``--teacher-weights``."""
+    return _load_trained(config, "teacher", num_classes).requires_grad_(False)
 
 
 def create_student(config: DistillConfig, num_classes: int) -> nn.Module:
-    """``timm.create_model(config.student)`` (random init, or ``config.student_weights``), with LeTKD layers for
-    letkd1 / letkd2 (always freshly initialised)."""
-    if config.student_weights:
-        student = load_classifier(config.student, config.student_weights, num_classes).train()
-    else:
-        student = timm.create_model(config.student, num_classes=num_classes)
+    """``timm.create_model(config.student)`` (random init, or ``config.student_weights``); for letkd1 / letkd2 the
+    ``letkd_student`` architecture around it, with freshly initialised LeTKD layers."""
     if not config.is_letkd:
-        return student
-    return letkd_student(
-        student, input_size=(3, config.img_size, config.img_size), pen_codes=config.num_codes,
+        if config.student_weights:
+            return _load_trained(config, "student", num_classes).train()
+        return timm.create_model(config.student, num_classes=num_classes)
+    student = timm.create_model(
+        "letkd_student", student=config.student, num_classes=num_classes,
+        input_size=(3, config.img_size, config.img_size), pen_codes=config.num_codes,
         inter_codes=num_classes * config.subclasses_per_class if config.method == "letkd2" else 0,
         alpha_pen=config.alpha_pen, alpha_inter=config.alpha_inter,
     )
-
-
-def _student_spec(config: DistillConfig, student: TappedModel, data_config: dict[str, Any]) -> dict[str, Any]:
-    """What :func:`load_student` needs to rebuild a tapped student (no teacher, no targets)."""
-    layers = student.tap_layers
-    return {
-        "format": _STUDENT_FORMAT,
-        "architecture": config.student,
-        "num_classes": student.num_classes,
-        "input_size": list(student.input_size),
-        "pen_codes": config.num_codes,
-        "inter_codes": layers["intermediate"].num_codes if "intermediate" in layers else 0,
-        "alpha_pen": config.alpha_pen,
-        "alpha_inter": config.alpha_inter,
-        "inter_module": student.inter_module or "auto",
-        "data_config": {key: list(value) if isinstance(value, tuple) else value for key, value in data_config.items()},
-    }
-
-
-def load_student(directory: str | Path) -> nn.Module:
-    """A distilled student from its ``model/`` folder, in eval mode: a letKD student (``student_config.json`` +
-    ``student.safetensors``) or a timm Hub export (vanilla / kd). Needs neither the teacher nor the targets."""
-    directory = Path(directory)
-    spec_file = directory / STUDENT_CONFIG_NAME
-    if not spec_file.is_file():
-        from gsp_hub.hub import from_pretrained
-
-        return from_pretrained(str(directory)).eval()
-    spec = json.loads(spec_file.read_text(encoding="utf-8"))
-    if spec.get("format") != _STUDENT_FORMAT:
-        raise ValueError(f"{spec_file} is not a gsp_hub letKD student config (format={spec.get('format')!r}).")
-    student = letkd_student(
-        timm.create_model(spec["architecture"], num_classes=spec["num_classes"]),
-        input_size=tuple(spec["input_size"]), pen_codes=spec["pen_codes"], inter_codes=spec["inter_codes"],
-        alpha_pen=spec["alpha_pen"], alpha_inter=spec["alpha_inter"], inter_module=spec["inter_module"],
-    )
-    student.load_state_dict(load_file(str(directory / STUDENT_WEIGHTS_NAME)), strict=True)
-    return student.eval()
+    if config.student_weights:
+        with torch.random.fork_rng(devices=[]):  # loading draws no random numbers: the same run as without weights
+            trained = _load_trained(config, "student", num_classes)
+        student.load_student_weights(trained.state_dict())
+    return student
 
 
 @torch.no_grad()
@@ -246,7 +203,7 @@ class Distiller(Trainer):
                              validation_fraction=config.validation_fraction, seed=config.seed)
         self.splits = splits
         self.num_classes = splits.num_classes
-        self.teacher = load_teacher(config.teacher, config.teacher_weights, splits.num_classes).to(accelerator.device)
+        self.teacher = load_teacher(config, splits.num_classes).to(accelerator.device)
         self.model = create_student(config, splits.num_classes)
         transforms = create_image_transforms(self.model, input_size=config.img_size)
         self.data_config = transforms.data_config
@@ -357,18 +314,8 @@ class Distiller(Trainer):
     def export_best(self, metrics: dict[str, float]) -> None:
         directory = self.output_dir / MODEL_DIR_NAME
         dataset = {"id": self.config.dataset, "split": "test", "name": f"{self.config.dataset} (test split)"}
-        if isinstance(self.model, TappedModel):
-            from gsp_hub.hub.atomic import atomic_directory
-
-            with atomic_directory(directory) as staging:
-                spec = {**_student_spec(self.config, self.model, self.data_config), "metrics": metrics,
-                        "dataset": dataset, "recipe": self.config.to_dict()}
-                (staging / STUDENT_CONFIG_NAME).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
-                state = {key: value.detach().cpu().contiguous() for key, value in self.model.state_dict().items()}
-                save_file(state, str(staging / STUDENT_WEIGHTS_NAME), metadata={"format": _STUDENT_FORMAT})
-        else:
-            export_model(self.model, directory, metrics=metrics, dataset=dataset, recipe=self.config.to_dict(),
-                         data_config=self.data_config, selected_by=self.selected_by)
+        export_model(self.model, directory, metrics=metrics, dataset=dataset, recipe=self.config.to_dict(),
+                     data_config=self.data_config, selected_by=self.selected_by)
         logger.info("new best top-1 %.4f: student exported to %s", metrics["top1"], directory)
 
     # -- training -------------------------------------------------------------------------------------------------

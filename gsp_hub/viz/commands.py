@@ -5,30 +5,20 @@
 
 ``heatmap`` draws, for each image, a GSP model's pooling weights over the image and the prototype each feature-map
 location is assigned to (the transport plan); ``retrieval`` embeds a data set split as ``gsp-hub eval`` does and
-draws seeded random queries with their top-k neighbours, hits framed green and misses red. ``--model`` is a
-``gsp-hub train`` run folder (its model/), an export folder, ``local-dir:PATH``, a Hub id (``hf-hub:org/name``),
-or a timm name with pretrained weights. Bad arguments are reported (exit code 2) before any image is processed.
+draws seeded random queries with their top-k neighbours, hits framed green and misses red. ``--model`` is any
+``gsp_hub.load_model`` spec: a ``gsp-hub train`` run folder (its model/), an export folder, ``local-dir:PATH``, a
+Hub id (``hf-hub:org/name``), a zoo model, or a timm name (with ``--weights``, or with its own pretrained weights).
+Bad arguments are reported (exit code 2) before any image is processed.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-from gsp_hub.cli import add_dataset_arguments, user_error
+from gsp_hub.cli import add_dataset_arguments, add_model_arguments, locate_model_argument, user_error
 
-__all__ = ["add_parser", "load_model"]
-
-
-def load_model(spec: str) -> Any:
-    """``--model``: a run folder or export folder (``gsp_hub.hub.commands.load_model_source``), else an
-    ``hf-hub:`` / ``local-dir:`` / ``org/name`` id or a timm name with weights (``load_embedding_model``)."""
-    from gsp_hub.hub.commands import load_model_source
-    from gsp_hub.index import load_embedding_model
-
-    folder = Path(spec).expanduser()
-    return load_model_source(str(folder)) if folder.is_dir() else load_embedding_model(spec)
+__all__ = ["add_parser"]
 
 
 def _output_names(images: list[Path]) -> list[str]:
@@ -52,7 +42,7 @@ def _heatmap(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {out} is a file; --out is the folder the PNGs are written to (one per image).")
     if args.img_size < 0:
         raise ValueError(f"--img-size must be >= 0 (0 = the model's preprocessing), got {args.img_size}.")
-    model = load_model(args.model)
+    model = locate_model_argument(args.model, args.weights).load()
     try:
         check_gsp_model(model)
     except ValueError as error:
@@ -77,13 +67,14 @@ def _retrieval(args: argparse.Namespace) -> int:
             raise ValueError(f"{flag} must be >= 1, got {value}.")
     if args.img_size < 0:
         raise ValueError(f"--img-size must be >= 0 (0 = the model's preprocessing), got {args.img_size}.")
+    model_source = locate_model_argument(args.model, args.weights)
     dataset = load_image_dataset(args.dataset, image_column=args.image_column, label_column=args.label_column,
                                  verify_images=False, progress=False)
     rows = getattr(make_splits(dataset, args.split_protocol), args.split)
     if args.num_queries > len(rows) or args.k > len(rows) - 1:
         raise ValueError(f"the {args.split} split has {len(rows)} images: --num-queries (got {args.num_queries}) can "
                          f"be at most {len(rows)} and --k (got {args.k}) at most {len(rows) - 1}.")
-    model = load_model(args.model)
+    model = model_source.load()
     examples = leave_one_out_rows(model, rows, num_queries=args.num_queries, k=args.k, seed=args.seed,
                                   input_size=args.img_size or None, batch_size=args.batch_size,
                                   progress=not args.no_progress)
@@ -105,9 +96,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _add_model_and_output_options(parser: argparse.ArgumentParser, out_default: str, out_help: str) -> None:
-    """--model, --out and --img-size, shared by both figures."""
-    parser.add_argument("--model", required=True, help="run folder (uses its model/), export folder, local-dir:PATH, "
-                        "Hub id (hf-hub:org/name), or timm name with pretrained weights")
+    """--model, --weights, --out and --img-size, shared by both figures."""
+    add_model_arguments(parser)
     parser.add_argument("--out", default=out_default, help=f"{out_help} (default: {out_default})")
     parser.add_argument("--img-size", type=int, default=0,
                         help="input size in pixels (default: the model's exported preprocessing)")

@@ -189,3 +189,23 @@ def test_match_grid_and_resolution_errors() -> None:
         letkd_student(timm.create_model("cifar_resnet20"), input_size=(3, 32, 32), pen_codes=0)
     with pytest.raises(ValueError, match="input_size"):
         letkd_student(timm.create_model("cifar_resnet20"), input_size=(32, 32))
+
+
+def test_a_trained_student_loads_under_its_letkd_layers() -> None:
+    """The student's own state_dict (intermediate block keys without ``block.``) loads strictly; with feed-forward
+    weights 0 the tapped student then computes exactly what the trained student does."""
+    torch.manual_seed(0)
+    trained = timm.create_model("cifar_resnet20").eval()
+    student = letkd_student(timm.create_model("cifar_resnet20"), input_size=(3, 32, 32), pen_codes=8, inter_codes=8,
+                            alpha_pen=0.0, alpha_inter=0.0).eval()
+    layers = copy.deepcopy({name: layer.state_dict() for name, layer in student.tap_layers.items()})
+    student.load_student_weights(trained.state_dict())
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(student(images), trained(images))
+    for name, layer in student.tap_layers.items():  # the inserted layers keep their values
+        assert all(torch.equal(value, layers[name][key]) for key, value in layer.state_dict().items())
+    before = copy.deepcopy(student.state_dict())
+    with pytest.raises(ValueError, match=r"missing \['layer3\.0\.conv1\.weight'\]"):
+        student.load_student_weights({k: v for k, v in trained.state_dict().items() if k != "layer3.0.conv1.weight"})
+    assert all(torch.equal(value, before[key]) for key, value in student.state_dict().items())

@@ -50,9 +50,10 @@ def _exported_top1(run_dir: Path) -> float:
         with_image_transform,
     )
     from gsp_hub.train.data import eval_loader
-    from gsp_hub.train.distill_loop import load_student, predict, seeded_subset
+    from gsp_hub.hub import load_model
+    from gsp_hub.train.distill_loop import predict, seeded_subset
 
-    student = load_student(run_dir / "model")
+    student = load_model(run_dir)
     test = seeded_subset(load_image_dataset(str(CIFAR10), split="test", verify_images=False)["test"], 64, 0)
     loader = eval_loader(with_image_transform(test, create_image_transforms(student, input_size=32).eval), 64, 0)
     predictions, labels = predict(student, loader)
@@ -115,6 +116,40 @@ def test_letkd_student_keeps_the_given_weights_and_adds_fresh_kd_layers():
     for key, value in trained.items():
         assert torch.equal(student[f"model.{key}"], value), key
     assert any(".match." in key for key in student)  # the KD layer is there, on top of the trained weights
+
+
+@pytest.mark.parametrize(("student", "method"), [("cifar_resnet20", "letkd2"), ("test_resnet", "letkd1")])
+def test_a_distilled_letkd_student_loads_through_the_hub_contract_without_the_teacher(tmp_path, student, method):
+    """2 steps of `distill`, then the exported model/ folder through timm local-dir: and gsp_hub.from_pretrained
+    equals a student built by hand (kd.letkd_student around the timm student) holding the run's final weights."""
+    import timm
+
+    import gsp_hub
+    from gsp_hub.kd import letkd_student
+    from gsp_hub.train.distill_loop import distill
+
+    config = DistillConfig(
+        teacher="cifar_resnet56", teacher_weights=str(TEACHER_WEIGHTS), dataset=str(CIFAR10), student=student,
+        method=method, max_train_images=64, max_test_images=32, batch_size=32, eval_batch_size=32, num_codes=16,
+        subclasses_per_class=2, target_batches=1, max_steps=2, eval_at_start=False, output_dir=str(tmp_path / "run"),
+        cpu=True,
+    )
+    summary = distill(config)
+    assert summary["best"]["step"] == 2  # the exported model is the last one
+    trained = letkd_student(timm.create_model(student, num_classes=10), input_size=(3, 32, 32), pen_codes=16,
+                            inter_codes=20 if method == "letkd2" else 0)
+    trained.load_state_dict(_model_weights(tmp_path / "run"), strict=True)
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = trained.eval()(images)
+        for model in (timm.create_model(f"local-dir:{tmp_path / 'run' / 'model'}", pretrained=True).eval(),
+                      gsp_hub.from_pretrained(tmp_path / "run" / "model"), gsp_hub.load_model(tmp_path / "run")):
+            assert type(model).__name__ == "TappedModel" and model.pretrained_cfg["architecture"] == "letkd_student"
+            assert torch.equal(model(images), expected)
+    model_args = json.loads((tmp_path / "run" / "model" / "config.json").read_text())["model_args"]
+    assert model_args["student"] == student and model_args["pen_codes"] == 16
+    assert sorted(path.name for path in (tmp_path / "run" / "model").iterdir()) == [
+        "README.md", "config.json", "model.safetensors"]
 
 
 @pytest.mark.parametrize(

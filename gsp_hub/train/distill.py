@@ -136,7 +136,7 @@ class DistillConfig(RunConfig):
             )
         import timm
 
-        import gsp_hub.models  # noqa: F401  (registers cifar_resnet* and the gsp_hub models with timm)
+        from gsp_hub.models.registry import unknown_model_error
 
         if self.student_weights and not Path(self.student_weights).exists():
             raise FileNotFoundError(
@@ -144,11 +144,9 @@ class DistillConfig(RunConfig):
                 f"{self.student} or a gsp_hub export folder, or leave it empty for a random init."
             )
         if self.teacher not in timm.list_models() and not Path(self.teacher_weights).is_dir():
-            raise ValueError(f"--teacher {self.teacher!r} is not a timm architecture; see timm.list_models() or "
-                             "`gsp-hub models`.")
+            raise unknown_model_error(self.teacher, "--teacher")
         if self.student not in timm.list_models():
-            raise ValueError(f"--student {self.student!r} is not a timm architecture; see timm.list_models() or "
-                             "`gsp-hub models`.")
+            raise unknown_model_error(self.student, "--student")
 
     @property
     def is_letkd(self) -> bool:

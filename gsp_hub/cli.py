@@ -17,7 +17,7 @@ from collections.abc import Sequence
 __all__ = ["add_dataset_arguments", "build_parser", "main", "user_error"]
 
 COMMAND_MODULES: tuple[str, ...] = (
-    "gsp_hub.models.commands",
+    "gsp_hub.models_commands",
     "gsp_hub.hub.commands",
     "gsp_hub.train.commands",
     "gsp_hub.index.commands",

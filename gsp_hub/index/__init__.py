@@ -7,9 +7,7 @@
 * :func:`model_fingerprint`, :func:`load_embedding_model` — what identifies the embedding model; ``--model`` resolution.
 """
 
-from gsp_hub.index.embedding import GalleryItem, gallery_items, load_embedding_model, model_fingerprint
-from gsp_hub.index.gallery import GalleryIndex, Neighbour
-from gsp_hub.index.structures import INDEX_KINDS, IndexSettings, recall_vs_exact
+from gsp_hub.lazy_exports import lazy_exports
 
 __all__ = [
     "INDEX_KINDS",
@@ -22,3 +20,12 @@ __all__ = [
     "model_fingerprint",
     "recall_vs_exact",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "gsp_hub.index.embedding": ("GalleryItem", "gallery_items", "load_embedding_model", "model_fingerprint"),
+        "gsp_hub.index.gallery": ("GalleryIndex", "Neighbour"),
+        "gsp_hub.index.structures": ("INDEX_KINDS", "IndexSettings", "recall_vs_exact"),
+    },
+)

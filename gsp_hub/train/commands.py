@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from gsp_hub.cli import add_dataset_arguments, user_error
+from gsp_hub.cli import add_dataset_arguments
 
 __all__ = ["add_config_arguments", "add_parser", "config_from_args", "configure_logging", "parse_key_values"]
 
@@ -132,10 +132,7 @@ def _run_train(args: argparse.Namespace) -> int:
     configure_logging()
     from gsp_hub.train.loop import train
 
-    try:
-        summary = train(config_from_args(args))
-    except (ValueError, FileNotFoundError, ConnectionError) as error:
-        return user_error("train", error)
+    summary = train(config_from_args(args))
     from accelerate import PartialState
 
     if PartialState().is_main_process:
@@ -153,13 +150,6 @@ def _model_folder(path: str) -> str:
 
 def _run_eval(args: argparse.Namespace) -> int:
     configure_logging()
-    try:
-        return _evaluate(args)
-    except (ValueError, FileNotFoundError, ConnectionError) as error:
-        return user_error("eval", error)
-
-
-def _evaluate(args: argparse.Namespace) -> int:
     import torch
     from accelerate import Accelerator
 

@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from gsp_hub.cli import add_dataset_arguments, user_error
+from gsp_hub.cli import add_dataset_arguments
 
 __all__ = ["add_parser", "load_model"]
 
@@ -97,13 +97,6 @@ def _retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
-    try:
-        return args.explain_func(args)
-    except (ValueError, FileNotFoundError, TypeError) as error:
-        return user_error(f"explain {args.explain_command}", error)
-
-
 def _add_model_and_output_options(parser: argparse.ArgumentParser, out_default: str, out_help: str) -> None:
     """--model, --out and --img-size, shared by both figures."""
     parser.add_argument("--model", required=True, help="run folder (uses its model/), export folder, local-dir:PATH, "
@@ -132,7 +125,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_model_and_output_options(heatmap, "explain", "folder for the PNGs, <image stem>_transport.png")
     heatmap.add_argument("--image", required=True, nargs="+", metavar="IMAGE", help="image file(s) to explain")
-    heatmap.set_defaults(func=_run, explain_func=_heatmap)
+    heatmap.set_defaults(func=_heatmap)
 
     retrieval = commands.add_parser(
         "retrieval",
@@ -148,4 +141,4 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     retrieval.add_argument("--seed", type=int, default=0, help="seed of the query choice (default: 0)")
     retrieval.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
     retrieval.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    retrieval.set_defaults(func=_run, explain_func=_retrieval)
+    retrieval.set_defaults(func=_retrieval)

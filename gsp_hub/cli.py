@@ -1,31 +1,39 @@
 """The `gsp-hub` command line: parse the arguments, then call the package.
 
 Every sub-command lives in its own module that defines ``add_parser(subparsers)``; that function adds one
-sub-parser and sets ``func`` (called with the parsed ``argparse.Namespace``, returns an exit code). Command
-modules import heavy libraries inside ``func`` so that ``gsp-hub --help`` stays instant. They belong to this layer:
-they may use the helpers below (shared options, the bad-input report), the library modules never do.
+sub-parser and sets ``func`` (called with the parsed ``argparse.Namespace``, returns an exit code); a command with
+sub-commands stores their name in ``<command>_command``. Command modules import heavy libraries inside ``func`` so
+that ``gsp-hub --help`` stays instant (``benchmarks/bench_cli.py``). They belong to this layer: they may use the
+helpers below, the library modules never do.
+
+Bad input is reported here, once for every command: a :data:`USER_ERRORS` exception raised by ``func`` prints one
+line ``gsp-hub <command>: error: <message>`` (exit code 2); ``gsp-hub --debug <command> ...`` lets it propagate
+with its traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["add_dataset_arguments", "add_model_arguments", "build_parser", "locate_model_argument", "main",
-           "user_error"]
+__all__ = ["USER_ERRORS", "add_dataset_arguments", "add_model_arguments", "build_parser", "locate_model_argument",
+           "main", "user_error"]
 
 COMMAND_MODULES: tuple[str, ...] = (
-    "gsp_hub.models.commands",
+    "gsp_hub.models_commands",
     "gsp_hub.hub.commands",
     "gsp_hub.train.commands",
     "gsp_hub.index.commands",
     "gsp_hub.train.distill_commands",
     "gsp_hub.viz.commands",
 )
+
+# Raised by the package for bad input: a wrong option value, a missing or unreadable file, an unknown name, no
+# network. Anything else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, KeyError, OSError)
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser, purpose: str) -> None:
@@ -64,9 +72,9 @@ def locate_model_argument(model: str, weights: str | None) -> Any:
 
 
 def user_error(command: str, error: Exception) -> int:
-    """Print a bad-input error (wrong option, missing data, corrupt image, ...) without a traceback; exit code 2."""
-    logging.getLogger(__name__).debug("%s failed", command, exc_info=error)
-    print(f"gsp-hub {command}: error: {error}", file=sys.stderr)
+    """Print a bad-input error (wrong option, missing data, corrupt image, ...) as one line; exit code 2."""
+    message = error.args[0] if isinstance(error, KeyError) and error.args else error  # str(KeyError) is a repr
+    print(f"gsp-hub {command}: error: {message}", file=sys.stderr)
     return 2
 
 
@@ -77,13 +85,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="Transport- and prototype-based pooling, metric learning and distillation "
         "as timm / Hugging Face models.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show its full traceback instead of one line (for bug reports)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).add_parser(subparsers)
     return parser
 
 
+def _command_name(args: argparse.Namespace) -> str:
+    """``index search`` for `gsp-hub index search ...`: the command and its sub-command, if any."""
+    sub_command = getattr(args, f"{args.command}_command", None)
+    return f"{args.command} {sub_command}" if sub_command else args.command
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `gsp-hub` console script."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as error:
+        if args.debug:
+            raise
+        return user_error(_command_name(args), error)

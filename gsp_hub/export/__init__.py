@@ -8,15 +8,7 @@
   export. Every export returns an :class:`ExportResult` with the measured max |exported - eager|.
 """
 
-from gsp_hub.export.onnx import export_onnx, load_onnx_session, onnx_runner
-from gsp_hub.export.parity import DEFAULT_ATOL, ExportResult, max_abs_difference
-from gsp_hub.export.program import ExportError, default_example_inputs, export_program
-from gsp_hub.export.torch_export import (
-    export_torch,
-    load_torch_export,
-    read_torch_export_metadata,
-    torch_export_runner,
-)
+from gsp_hub.lazy_exports import lazy_exports
 
 __all__ = [
     "DEFAULT_ATOL",
@@ -33,3 +25,18 @@ __all__ = [
     "read_torch_export_metadata",
     "torch_export_runner",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "gsp_hub.export.onnx": ("export_onnx", "load_onnx_session", "onnx_runner"),
+        "gsp_hub.export.parity": ("DEFAULT_ATOL", "ExportResult", "max_abs_difference"),
+        "gsp_hub.export.program": ("ExportError", "default_example_inputs", "export_program"),
+        "gsp_hub.export.torch_export": (
+            "export_torch",
+            "load_torch_export",
+            "read_torch_export_metadata",
+            "torch_export_runner",
+        ),
+    },
+)

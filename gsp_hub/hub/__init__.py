@@ -11,10 +11,7 @@ The same folders load with ``timm.create_model('hf-hub:...' | 'local-dir:...', p
 ``transformers.AutoModel.from_pretrained`` / ``pipeline('image-feature-extraction')`` after ``import gsp_hub``.
 """
 
-from gsp_hub.hub.card import CITATIONS, DatasetRef, build_model_card
-from gsp_hub.hub.export import read_export_metadata, save_pretrained, update_card
-from gsp_hub.hub.loading import ModelSource, from_pretrained, load_model, load_weights, locate_model
-from gsp_hub.hub.push import push_to_hub
+from gsp_hub.lazy_exports import lazy_exports
 
 __all__ = [
     "CITATIONS",
@@ -30,3 +27,13 @@ __all__ = [
     "save_pretrained",
     "update_card",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "gsp_hub.hub.card": ("CITATIONS", "DatasetRef", "build_model_card"),
+        "gsp_hub.hub.export": ("read_export_metadata", "save_pretrained", "update_card"),
+        "gsp_hub.hub.loading": ("ModelSource", "from_pretrained", "load_model", "load_weights", "locate_model"),
+        "gsp_hub.hub.push": ("push_to_hub",),
+    },
+)

@@ -7,9 +7,7 @@
 * :func:`model_fingerprint` — what identifies the embedding model (models load with :func:`gsp_hub.load_model`).
 """
 
-from gsp_hub.index.embedding import GalleryItem, gallery_items, model_fingerprint
-from gsp_hub.index.gallery import GalleryIndex, Neighbour
-from gsp_hub.index.structures import INDEX_KINDS, IndexSettings, recall_vs_exact
+from gsp_hub.lazy_exports import lazy_exports
 
 __all__ = [
     "INDEX_KINDS",
@@ -21,3 +19,12 @@ __all__ = [
     "model_fingerprint",
     "recall_vs_exact",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "gsp_hub.index.embedding": ("GalleryItem", "gallery_items", "model_fingerprint"),
+        "gsp_hub.index.gallery": ("GalleryIndex", "Neighbour"),
+        "gsp_hub.index.structures": ("INDEX_KINDS", "IndexSettings", "recall_vs_exact"),
+    },
+)

@@ -122,15 +122,15 @@ def _gallery_image(neighbour: Any, datasets_cache: dict[tuple[str, str], Any]) -
 
 
 def _search(args: argparse.Namespace) -> int:
-    from gsp_hub.data import decode_image
-    from gsp_hub.index.gallery import GalleryIndex
-    from gsp_hub.viz.retrieval_grid import plot_retrieval_grid
-
     query_path = Path(args.query).expanduser()
     if not query_path.is_file():
         raise FileNotFoundError(f"--query {query_path} is not an image file.")
     if args.grid is not None and Path(args.grid).suffix.lower() != ".png":
         raise ValueError(f"--grid must be a .png file, got {args.grid!r}.")
+    from gsp_hub.data import decode_image  # after the checks: bad input is reported without loading torch
+    from gsp_hub.index.gallery import GalleryIndex
+    from gsp_hub.viz.retrieval_grid import plot_retrieval_grid
+
     index = GalleryIndex.load(args.index)
     model_source = locate_model_argument(args.model or index.model_id, args.weights)
     query = decode_image({"path": str(query_path), "bytes": None})

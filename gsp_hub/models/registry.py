@@ -10,6 +10,7 @@ own preprocessing, and the constructor arguments their weights need.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from typing import Any, Callable
 
@@ -19,7 +20,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from gsp_hub.models.metric_net import MetricNet
 from gsp_hub.models.zoo import zoo_model_args, zoo_pretrained_cfgs
 
-__all__ = ["NAMED_MODELS", "metric_net", "data_cfg_of_backbone", "default_pool"]
+__all__ = ["NAMED_MODELS", "metric_net", "data_cfg_of_backbone", "default_pool", "unknown_model_error"]
 
 # name -> (backbone, pool). The gap_* twins are the same networks with average pooling (the baselines).
 NAMED_MODELS: dict[str, tuple[str, str]] = {
@@ -30,11 +31,21 @@ NAMED_MODELS: dict[str, tuple[str, str]] = {
 _DATA_FIELDS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
 
 
+def unknown_model_error(name: str, argument: str) -> ValueError:
+    """The error for a ``name`` that timm does not know, given as ``argument`` (``--backbone``, ``--model``, ...),
+    with the closest registered architectures as suggestions."""
+    architecture = name.split(".")[0]  # a pretrained tag (resnet50.a1_in1k) is not part of the architecture
+    close = difflib.get_close_matches(architecture.lower(), timm.list_models(), n=3)
+    suggestion = f"did you mean {' or '.join(map(repr, close))}?" if close else "no registered name is close to it."
+    return ValueError(f"{argument} {name!r} is not a timm architecture; {suggestion} (timm.list_models() lists "
+                      "them all, `gsp-hub models` the gsp_hub ones.)")
+
+
 def data_cfg_of_backbone(backbone: str) -> dict[str, Any]:
     """Preprocessing fields (input_size, mean, std, ...) and first conv of a timm backbone's default config."""
     cfg = timm.get_pretrained_cfg(backbone)
     if cfg is None:
-        raise ValueError(f"backbone={backbone!r} is not a registered timm model; see timm.list_models().")
+        raise unknown_model_error(backbone, "backbone")
     fields = {name: getattr(cfg, name) for name in _DATA_FIELDS}
     fields["first_conv"] = f"backbone.{cfg.first_conv}" if cfg.first_conv else None
     return fields

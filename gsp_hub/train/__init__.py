@@ -4,9 +4,7 @@ The loop and its heavy dependencies (accelerate, datasets, pytorch-metric-learni
 its names, so that importing the configuration (e.g. to build the command line) stays light.
 """
 
-from importlib import import_module
-from typing import Any
-
+from gsp_hub.lazy_exports import lazy_exports
 from gsp_hub.train.config import CONFIG_FILE_NAME, TrainConfig
 
 __all__ = [
@@ -27,19 +25,20 @@ __all__ = [
     "train",
 ]
 
-_LAZY = {
-    "BatchOutputs": "gsp_hub.train.callbacks",
-    "Callback": "gsp_hub.train.callbacks",
-    "PrototypeInitCallback": "gsp_hub.train.callbacks",
-    "needs_prototype_init": "gsp_hub.train.callbacks",
-    **{name: "gsp_hub.train.loop" for name in (
-        "EmbeddingsAndAttributes", "Trainer", "compute_loss", "create_loss_module", "create_model", "create_optimizer",
-        "embed_split", "learning_rate_factor", "train",
-    )},
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'gsp_hub.train' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "gsp_hub.train.callbacks": ("BatchOutputs", "Callback", "PrototypeInitCallback", "needs_prototype_init"),
+        "gsp_hub.train.loop": (
+            "EmbeddingsAndAttributes",
+            "Trainer",
+            "compute_loss",
+            "create_loss_module",
+            "create_model",
+            "create_optimizer",
+            "embed_split",
+            "learning_rate_factor",
+            "train",
+        ),
+    },
+)

@@ -17,9 +17,10 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["METRICS_FILE_NAME", "MODEL_DIR_NAME", "atomic_write_text", "export_model", "write_json"]
 

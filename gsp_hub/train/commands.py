@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from gsp_hub.cli import add_dataset_arguments, add_model_arguments, locate_model_argument, user_error
+from gsp_hub.cli import add_dataset_arguments, add_model_arguments, locate_model_argument
 
 __all__ = ["add_config_arguments", "add_parser", "config_from_args", "configure_logging", "parse_key_values"]
 
@@ -129,10 +129,7 @@ def _run_train(args: argparse.Namespace) -> int:
     configure_logging()
     from gsp_hub.train.loop import train
 
-    try:
-        summary = train(config_from_args(args))
-    except (ValueError, FileNotFoundError, ConnectionError) as error:
-        return user_error("train", error)
+    summary = train(config_from_args(args))
     from accelerate import PartialState
 
     if PartialState().is_main_process:
@@ -142,13 +139,6 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _run_eval(args: argparse.Namespace) -> int:
     configure_logging()
-    try:
-        return _evaluate(args)
-    except (ValueError, FileNotFoundError, ConnectionError) as error:
-        return user_error("eval", error)
-
-
-def _evaluate(args: argparse.Namespace) -> int:
     import torch
     from accelerate import Accelerator
 

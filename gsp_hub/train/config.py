@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
-import yaml
-
 from gsp_hub.checks import check_float, check_int, check_kwargs
 from gsp_hub.train.artifacts import atomic_write_text
 
@@ -228,6 +226,8 @@ class RunConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist; pass a YAML file of {cls.KIND} options.")
+        import yaml  # here, not at module level: the command line imports this module to build its flags
+
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as error:
@@ -250,6 +250,8 @@ class RunConfig:
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``FILE_NAME`` into ``directory`` atomically; returns its path."""
+        import yaml
+
         path = Path(directory) / self.FILE_NAME
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
         return path

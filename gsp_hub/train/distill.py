@@ -97,15 +97,13 @@ class DistillConfig(RunConfig):
             )
         import timm
 
-        import gsp_hub.models  # noqa: F401  (registers cifar_resnet* and the gsp_hub models with timm)
+        from gsp_hub.models.registry import unknown_model_error
 
         if Path(self.teacher_weights).is_file() and self.teacher not in timm.list_models():
-            raise ValueError(f"--teacher {self.teacher!r} is not a timm architecture; see timm.list_models() or "
-                             "`gsp-hub models`.")
+            raise unknown_model_error(self.teacher, "--teacher")
         self.weights_source("teacher")
         if self.student not in timm.list_models():
-            raise ValueError(f"--student {self.student!r} is not a timm architecture; see timm.list_models() or "
-                             "`gsp-hub models`.")
+            raise unknown_model_error(self.student, "--student")
         if self.student_weights:
             self.weights_source("student")
 

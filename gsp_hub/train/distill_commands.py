@@ -37,17 +37,13 @@ Evaluate the distilled student without teacher or labels (model/ is a timm Hub f
 
 
 def _run_distill(args: argparse.Namespace) -> int:
-    from gsp_hub.cli import user_error
     from gsp_hub.train.commands import config_from_args, configure_logging
 
     configure_logging()
     from gsp_hub.train.distill import DistillConfig
     from gsp_hub.train.distill_loop import distill
 
-    try:
-        summary = distill(config_from_args(args, DistillConfig))
-    except (ValueError, FileNotFoundError, TypeError) as error:
-        return user_error("distill", error)
+    summary = distill(config_from_args(args, DistillConfig))
     from accelerate import PartialState
 
     if PartialState().is_main_process:

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 import gsp_hub.models  # noqa: F401  (registers the gsp_hub architectures with timm)
 from gsp_hub.losses import CCPLoss, GSPLoss, LossTerms, XMLLoss, ZeroShotRegularizer, create_loss
 from gsp_hub.metrics import retrieval_metrics
+from gsp_hub.models.registry import unknown_model_error
 from gsp_hub.train.artifacts import METRICS_FILE_NAME, MODEL_DIR_NAME, export_model, write_json
 from gsp_hub.train.callbacks import BatchOutputs, Callback, PrototypeInitCallback, needs_prototype_init
 from gsp_hub.train.ccp_callback import create_ccp_callback
@@ -109,6 +110,8 @@ def create_model(config: TrainConfig) -> nn.Module:
     if config.backbone_kwargs:
         kwargs["backbone_kwargs"] = dict(config.backbone_kwargs)
     if config.model == "metric_net":
+        if not timm.is_model(config.backbone):
+            raise unknown_model_error(config.backbone, "--backbone")
         kwargs["backbone"] = config.backbone
     try:
         return timm.create_model(config.model, **kwargs)
@@ -121,8 +124,7 @@ def create_model(config: TrainConfig) -> nn.Module:
         ) from error
     except RuntimeError as error:
         if "Unknown model" in str(error):
-            raise ValueError(f"model={config.model!r} is not a timm architecture; use metric_net or see "
-                             "`gsp-hub models`.") from error
+            raise unknown_model_error(config.model, "--model") from error
         raise
 
 

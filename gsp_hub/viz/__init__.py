@@ -1,17 +1,6 @@
 """Figures (matplotlib, PNG, written atomically): training curves, retrieval grids and GSP transport-plan maps."""
 
-from gsp_hub.viz.curves import plot_training_curves
-from gsp_hub.viz.png import save_png
-from gsp_hub.viz.retrieval import leave_one_out_rows
-from gsp_hub.viz.retrieval_grid import RetrievalRow, plot_retrieval_grid, plot_retrieval_rows
-from gsp_hub.viz.transport_map import (
-    TransportMaps,
-    check_gsp_model,
-    compute_transport_maps,
-    explain_images,
-    feature_grid,
-    plot_transport_map,
-)
+from gsp_hub.lazy_exports import lazy_exports
 
 __all__ = [
     "RetrievalRow",
@@ -27,3 +16,21 @@ __all__ = [
     "plot_transport_map",
     "save_png",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "gsp_hub.viz.curves": ("plot_training_curves",),
+        "gsp_hub.viz.png": ("save_png",),
+        "gsp_hub.viz.retrieval": ("leave_one_out_rows",),
+        "gsp_hub.viz.retrieval_grid": ("RetrievalRow", "plot_retrieval_grid", "plot_retrieval_rows"),
+        "gsp_hub.viz.transport_map": (
+            "TransportMaps",
+            "check_gsp_model",
+            "compute_transport_maps",
+            "explain_images",
+            "feature_grid",
+            "plot_transport_map",
+        ),
+    },
+)

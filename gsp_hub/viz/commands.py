@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gsp_hub.cli import add_dataset_arguments, add_model_arguments, locate_model_argument, user_error
+from gsp_hub.cli import add_dataset_arguments, add_model_arguments, locate_model_argument
 
 __all__ = ["add_parser"]
 
@@ -88,13 +88,6 @@ def _retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
-    try:
-        return args.explain_func(args)
-    except (ValueError, FileNotFoundError, TypeError) as error:
-        return user_error(f"explain {args.explain_command}", error)
-
-
 def _add_model_and_output_options(parser: argparse.ArgumentParser, out_default: str, out_help: str) -> None:
     """--model, --weights, --out and --img-size, shared by both figures."""
     add_model_arguments(parser)
@@ -122,7 +115,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_model_and_output_options(heatmap, "explain", "folder for the PNGs, <image stem>_transport.png")
     heatmap.add_argument("--image", required=True, nargs="+", metavar="IMAGE", help="image file(s) to explain")
-    heatmap.set_defaults(func=_run, explain_func=_heatmap)
+    heatmap.set_defaults(func=_heatmap)
 
     retrieval = commands.add_parser(
         "retrieval",
@@ -138,4 +131,4 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     retrieval.add_argument("--seed", type=int, default=0, help="seed of the query choice (default: 0)")
     retrieval.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
     retrieval.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    retrieval.set_defaults(func=_run, explain_func=_retrieval)
+    retrieval.set_defaults(func=_retrieval)

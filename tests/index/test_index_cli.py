@@ -116,7 +116,8 @@ def test_refusals_leave_every_folder_untouched(workspace: dict[str, Path], tmp_p
     assert main(["index", "build", "--model", str(workspace["model"]), "--images", str(workspace["more"]),
                  "--out", str(index), "--no-progress"]) == 0
     snapshot = {path.name: path.read_bytes() for path in index.iterdir()}
-    build = ["index", "build", "--images", str(workspace["gallery"]), "--out", str(index), "--no-progress"]
+    # --debug: a refusal propagates as its exception (without it: one line on stderr and exit code 2)
+    build = ["--debug", "index", "build", "--images", str(workspace["gallery"]), "--out", str(index), "--no-progress"]
     with pytest.raises(FileExistsError, match="pass --append"):
         main([*build, "--model", str(workspace["model"])])
     with pytest.raises(ValueError, match="differs from the one that built this index"):
@@ -129,8 +130,8 @@ def test_refusals_leave_every_folder_untouched(workspace: dict[str, Path], tmp_p
     foreign.mkdir()
     (foreign / "holiday.jpg").write_bytes(b"my photo")
     with pytest.raises(ValueError, match="refusing to replace it"):
-        main(["index", "build", "--model", str(workspace["model"]), "--images", str(workspace["more"]),
-              "--out", str(foreign), "--overwrite", "--no-progress"])
+        main(["--debug", "index", "build", "--model", str(workspace["model"]), "--images",
+              str(workspace["more"]), "--out", str(foreign), "--overwrite", "--no-progress"])
     assert [path.name for path in foreign.iterdir()] == ["holiday.jpg"]
 
     data = bytearray((index / EMBEDDINGS_FILE).read_bytes())
@@ -140,7 +141,8 @@ def test_refusals_leave_every_folder_untouched(workspace: dict[str, Path], tmp_p
     with pytest.raises(ValueError, match="is corrupt"):
         main([*build, "--model", str(workspace["model"]), "--append"])
     with pytest.raises(ValueError, match="is corrupt"):
-        main(["index", "search", "--index", str(index), "--query", str(next(workspace["more"].rglob("*.png")))])
+        main(["--debug", "index", "search", "--index", str(index), "--query",
+              str(next(workspace["more"].rglob("*.png")))])
     assert {path.name: path.read_bytes() for path in index.iterdir()} == corrupted
 
 
@@ -150,7 +152,7 @@ def test_search_with_another_model_is_refused(workspace: dict[str, Path], tmp_pa
           str(index), "--no-progress"])
     query = next(workspace["more"].rglob("*.png"))
     with pytest.raises(ValueError, match="differs from the one that built this index"):
-        main(["index", "search", "--index", str(index), "--query", str(query), "--model",
+        main(["--debug", "index", "search", "--index", str(index), "--query", str(query), "--model",
               str(workspace["other_model"]), "--no-grid"])
     with pytest.raises(FileNotFoundError, match="is not an image file"):
-        main(["index", "search", "--index", str(index), "--query", str(tmp_path / "missing.jpg")])
+        main(["--debug", "index", "search", "--index", str(index), "--query", str(tmp_path / "missing.jpg")])

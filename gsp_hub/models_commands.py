@@ -1,4 +1,8 @@
-"""`gsp-hub models`: list the registered architectures, the pretrained zoo models and the poolings."""
+"""`gsp-hub models`: list the registered architectures, the pretrained zoo models and the poolings.
+
+It lives outside :mod:`gsp_hub.models` because importing that package registers the architectures with timm, which
+imports torch and timm: the command line imports every command module to build its parser.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ __all__ = ["add_parser"]
 
 
 def _list_models(args: argparse.Namespace) -> int:
-    import gsp_hub  # noqa: F401  (registers the models)
     from gsp_hub.layers import list_pools
     from gsp_hub.models import list_gsp_models
     from gsp_hub.models.zoo import ZOO

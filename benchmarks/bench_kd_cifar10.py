@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from gsp_hub.train.distill import DistillConfig
-    from gsp_hub.train.distill_loop import distill
+    from gsp_hub.train.distillation import distill
 
     steps_per_epoch = args.train_images // args.batch_size
     epochs = math.ceil(args.steps / steps_per_epoch)

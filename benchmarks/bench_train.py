@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from gsp_hub.losses import GSPLoss
-from gsp_hub.train import BatchOutputs, Callback, TrainConfig, Trainer
-from gsp_hub.train.loop import EmbeddingsAndAttributes, create_loss_module, create_model, create_optimizer
+from gsp_hub.train import BatchOutputs, Callback, MetricLearningTask, TrainConfig, Trainer
+from gsp_hub.train.metric_learning import EmbeddingsAndAttributes, create_loss_module, create_model, create_optimizer
 
 
 def initialise_prototypes(model: torch.nn.Module) -> None:
@@ -84,10 +84,9 @@ class LoopStep:
     """Steps of the real training loop (Trainer.train_one_epoch), timed per step by a callback."""
 
     def __init__(self, config: TrainConfig) -> None:
-        self.trainer = Trainer(config)
-        initialise_prototypes(self.trainer.model)
         self.timer = StepTimer()
-        self.trainer.callbacks.append(self.timer)
+        self.trainer = Trainer(MetricLearningTask(config), callbacks=[self.timer])
+        initialise_prototypes(self.trainer.model)
 
     def run(self, steps: int) -> list[float]:
         """Seconds of each of ``steps`` consecutive steps after the first (worker start-up excluded)."""
@@ -108,7 +107,7 @@ def measure(model: str, args: argparse.Namespace, output_dir: Path) -> dict[str,
                   epochs=1000, eval_at_start=False, log_every=10**9, verify_images=False)
     loop = LoopStep(TrainConfig(**common, num_workers=args.workers, output_dir=str(output_dir / model),
                                 overwrite=True))
-    num_classes = loop.trainer.data.splits.num_classes
+    num_classes = loop.trainer.splits.num_classes
     bare = BareStep(TrainConfig(**common), num_classes)
     gap = BareStep(TrainConfig(**{**common, "model": gap_model}), num_classes)
     times: dict[str, list[float]] = {"loop": [], "bare": [], "gap": []}

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from collage_experiment import summarise, write_json  # noqa: E402
 
 from gsp_hub.train.distill import METHODS, DistillConfig  # noqa: E402
-from gsp_hub.train.distill_loop import distill  # noqa: E402
+from gsp_hub.train.distillation import distill  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 KEYS = ("top1_start", "top1_last")

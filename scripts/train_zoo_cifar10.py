@@ -31,7 +31,8 @@ from gsp_hub.data import create_image_transforms, load_image_dataset, with_image
 from gsp_hub.hub import DatasetRef, save_pretrained
 from gsp_hub.train.data import eval_loader
 from gsp_hub.train.distill import DistillConfig
-from gsp_hub.train.distill_loop import distill, predict
+from gsp_hub.train.distillation import distill
+from gsp_hub.train.evaluation import predict
 from gsp_hub.viz import leave_one_out_rows, plot_retrieval_rows
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

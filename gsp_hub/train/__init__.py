@@ -1,24 +1,32 @@
-"""Metric-learning training on accelerate: config, loop, callbacks and the `gsp-hub train` / `eval` commands.
+"""Training on accelerate: one engine, three tasks, callbacks, configs and the `gsp-hub train` / `eval` / `distill`
+commands.
 
-The loop and its heavy dependencies (accelerate, datasets, pytorch-metric-learning) load on first use of one of
-its names, so that importing the configuration (e.g. to build the command line) stays light.
+* :class:`Trainer` (:mod:`gsp_hub.train.engine`) runs a :class:`Task` with optional user :class:`Callback` objects;
+* :class:`MetricLearningTask` / :func:`train` (:class:`TrainConfig`), :class:`DistillationTask` / :func:`distill`
+  (:class:`DistillConfig`), :class:`CachedHeadTask` (a head on cached feature maps, the zoo recipes).
+
+The engine and its heavy dependencies (accelerate, datasets, pytorch-metric-learning) load on first use of one of
+these names, so that importing the configuration (e.g. to build the command line) stays light.
 """
 
 from gsp_hub.lazy_exports import lazy_exports
 from gsp_hub.train.config import CONFIG_FILE_NAME, TrainConfig
+from gsp_hub.train.distill import DistillConfig
 
 __all__ = [
     "CONFIG_FILE_NAME",
     "BatchOutputs",
     "Callback",
+    "DistillConfig",
+    "DistillationTask",
     "EmbeddingsAndAttributes",
+    "MetricLearningTask",
     "PrototypeInitCallback",
+    "Task",
     "TrainConfig",
     "Trainer",
-    "compute_loss",
-    "create_loss_module",
-    "create_model",
-    "create_optimizer",
+    "TrainingStep",
+    "distill",
     "embed_split",
     "learning_rate_factor",
     "needs_prototype_init",
@@ -29,16 +37,9 @@ __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         "gsp_hub.train.callbacks": ("BatchOutputs", "Callback", "PrototypeInitCallback", "needs_prototype_init"),
-        "gsp_hub.train.loop": (
-            "EmbeddingsAndAttributes",
-            "Trainer",
-            "compute_loss",
-            "create_loss_module",
-            "create_model",
-            "create_optimizer",
-            "embed_split",
-            "learning_rate_factor",
-            "train",
-        ),
+        "gsp_hub.train.distillation": ("DistillationTask", "distill"),
+        "gsp_hub.train.engine": ("Task", "Trainer", "TrainingStep", "learning_rate_factor"),
+        "gsp_hub.train.evaluation": ("embed_split",),
+        "gsp_hub.train.metric_learning": ("EmbeddingsAndAttributes", "MetricLearningTask", "train"),
     },
 )

@@ -1,8 +1,14 @@
-"""Training callbacks: small stateful objects the loop calls after every training batch.
+"""Training callbacks: small stateful objects the engine (:mod:`gsp_hub.train.engine`) calls around every step.
 
-A callback sees the batch's outputs over all processes (:class:`BatchOutputs`), so every rank takes the same
-decision from the same data, and it is checkpointed with the run (``state_dict`` / ``load_state_dict``, registered
-with ``accelerator.register_for_checkpointing``).
+Add behaviour without editing the loop: ``Trainer(task, callbacks=[MyCallback()])`` or
+``gsp_hub.train.train(config, callbacks=[...])``. A callback sees every training batch's outputs over all processes
+(:class:`BatchOutputs`), so every rank takes the same decision from the same data; returning True from
+:meth:`Callback.on_train_batch` or :meth:`Callback.on_evaluate` stops the run (after that step: the run is
+evaluated, checkpointed and its summary written as at a normal end). A callback is checkpointed with the run
+(``state_dict`` / ``load_state_dict``: tensors to safetensors, other values to JSON; no pickle).
+
+The tasks add their own: :class:`PrototypeInitCallback` (GSP's prototype warm-up) and the CCP projection schedule
+(:mod:`gsp_hub.train.ccp_callback`).
 """
 
 from __future__ import annotations
@@ -23,12 +29,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BatchOutputs:
-    """One training batch over all processes, detached: embeddings (B, D), labels (B,), attributes (B, K) or None."""
+    """One training batch, detached: the network's outputs (metric learning: embeddings (B, D) over all processes;
+    distillation: this process's logits (B, C)), labels (B,), prototype attributes (B, K) or None, the optimizer
+    step it belongs to and the batch's loss."""
 
     step: int
     embeddings: Tensor
     labels: Tensor
     attributes: Tensor | None
+    loss: float | None = None
 
 
 class Callback:
@@ -41,14 +50,18 @@ class Callback:
         """A scalar added to the loss of every training micro-batch before the backward pass, or None."""
         return None
 
-    def on_train_batch(self, outputs: BatchOutputs) -> None:
-        """Called after the backward pass (and the optimizer step, if any) of every training micro-batch.
+    def on_train_batch(self, outputs: BatchOutputs) -> bool | None:
+        """Called after the backward pass (and the optimizer step, if any) of every training micro-batch; True stops
+        the run after this batch.
 
         Parameters may be written in place here: autograd no longer needs their values.
         """
+        return None
 
-    def on_evaluate(self, metrics: dict[str, float], step: int) -> None:
-        """Called after every evaluation (the same gathered metrics on every process) at optimizer step ``step``."""
+    def on_evaluate(self, metrics: dict[str, float], step: int) -> bool | None:
+        """Called after every evaluation at optimizer step ``step`` with the validation split's metrics (empty
+        without a validation split; the same gathered values on every process); True stops the run."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -9,9 +9,8 @@ The loop calls the callback at three points (shared/spec/ccp.md §2):
   goes to :meth:`CCPSchedule.observe`; when it has not improved for ``patience`` evaluations, the schedule projects
   (anchor ← best weights, λ update, best weights restored, proxies re-initialised, their Adam state zeroed).
 
-The monitored MAP@R is the loop's per-epoch evaluation, i.e. the **test split** (the loop has no separate
-validation split); with the zero-shot protocol these are classes never trained on, as in the official code, which
-also monitors its evaluation split.
+The monitored MAP@R is the engine's per-epoch evaluation of the **validation split** (with the zero-shot protocol:
+validation classes held out of the training classes, never trained on); the test split never chooses anything.
 
 Candidate pool: :class:`ClassBalancedPool` embeds b training samples per class (eval transform, eval mode, no
 gradients) drawn with a generator seeded by ``(seed, round)``, each process embedding a shard and all-gathering
@@ -39,6 +38,7 @@ from gsp_hub.losses import CCPLoss, CCPSchedule, ccp_sizes, reinit_proxies_
 from gsp_hub.train.callbacks import Callback
 from gsp_hub.train.config import TrainConfig
 from gsp_hub.train.data import eval_loader
+from gsp_hub.train.evaluation import embed_split
 
 __all__ = ["CCPCallback", "ClassBalancedPool", "create_ccp_callback", "create_ccp_schedule"]
 
@@ -92,9 +92,6 @@ class ClassBalancedPool:
 
     @torch.no_grad()
     def __call__(self, draw: int) -> tuple[Tensor, Tensor]:
-        # imported here: the loop imports this module
-        from gsp_hub.train.loop import embed_split
-
         subset = with_image_transform(self.dataset.select(self.indices(draw)), self.transform)
         accelerator = self.accelerator
         loader = prepare_data_loader(eval_loader(subset, self.batch_size, num_workers=0), accelerator.device,

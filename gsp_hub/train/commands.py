@@ -127,7 +127,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 def _run_train(args: argparse.Namespace) -> int:
     configure_logging()
-    from gsp_hub.train.loop import train
+    from gsp_hub.train.metric_learning import train
 
     summary = train(config_from_args(args))
     from accelerate import PartialState
@@ -145,7 +145,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from gsp_hub.data import create_image_transforms, load_image_dataset, make_splits, with_image_transform
     from gsp_hub.metrics import format_metrics, retrieval_metrics
     from gsp_hub.train.data import eval_loader
-    from gsp_hub.train.loop import embed_split
+    from gsp_hub.train.evaluation import embed_split
 
     source = locate_model_argument(args.model, args.weights)
     accelerator = Accelerator(cpu=args.cpu or not torch.cuda.is_available(), mixed_precision=args.mixed_precision)

@@ -2,7 +2,7 @@
 
 Precedence: dataclass defaults < ``--config run.yaml`` < explicit flags; the resolved configuration is saved next
 to the run as ``distill_config.yaml`` (:meth:`DistillConfig.save`, reloaded by ``DistillConfig.from_yaml``). The
-run itself is :func:`gsp_hub.train.distill_loop.distill`. ``teacher``, ``teacher_weights`` and ``dataset`` have
+run itself is :func:`gsp_hub.train.distillation.distill`. ``teacher``, ``teacher_weights`` and ``dataset`` have
 no default: a distillation needs a trained teacher on the student's label set, e.g. CIFAR-10::
 
     DistillConfig(teacher="cifar_resnet56", teacher_weights="../shared/data/cifar10-resnets/resnet56.safetensors",

@@ -41,7 +41,7 @@ def _run_distill(args: argparse.Namespace) -> int:
 
     configure_logging()
     from gsp_hub.train.distill import DistillConfig
-    from gsp_hub.train.distill_loop import distill
+    from gsp_hub.train.distillation import distill
 
     summary = distill(config_from_args(args, DistillConfig))
     from accelerate import PartialState

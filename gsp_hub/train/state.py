@@ -35,8 +35,9 @@ class Stateful(Protocol):
 @dataclass
 class RunState:
     """Where a run is: ``epoch`` and ``batch_in_epoch`` (micro-batches of that epoch already consumed), ``step``
-    (optimizer steps done), the evaluation ``history``, the ``best`` evaluation by MAP@R, the ``initial``
-    (untrained) evaluation, and the training loss accumulated since the last evaluation."""
+    (optimizer steps done), the evaluation ``history``, the ``best`` one (that chose the exported model), the ``initial``
+    (untrained) evaluation, the training loss accumulated since the last evaluation, and whether a callback asked the
+    run to stop."""
 
     epoch: int = 0
     batch_in_epoch: int = 0
@@ -46,6 +47,7 @@ class RunState:
     initial: dict[str, float] | None = None
     loss_sum: float = 0.0
     loss_count: int = 0
+    stop_requested: bool = False
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)

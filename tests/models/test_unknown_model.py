@@ -10,7 +10,7 @@ import timm
 from gsp_hub.cli import main
 from gsp_hub.models.registry import unknown_model_error
 from gsp_hub.train.config import TrainConfig
-from gsp_hub.train.loop import create_model
+from gsp_hub.train.metric_learning import create_model
 
 
 def test_unknown_backbone_suggests_close_names() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import safetensors.torch
 import torch
 
-from gsp_hub.train.loop import Trainer
+from gsp_hub.train import MetricLearningTask, Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from train_fixtures import WITH_VALIDATION, tiny_config
@@ -26,9 +26,9 @@ FORCED_PLATEAU = {"patience": 1, "min_delta": 1.0}
 def main(dataset: Path, output_dir: Path) -> None:
     config = tiny_config(output_dir / "run", dataset, loss="ccp", pool="avg", pool_kwargs={}, epochs=2,
                          ccp_kwargs=FORCED_PLATEAU, **WITH_VALIDATION)
-    trainer = Trainer(config)
+    trainer = Trainer(MetricLearningTask(config))
     trainer.run()
-    ccp_loss = trainer.loss_fn.base_loss
+    ccp_loss = trainer.task.loss_fn.base_loss
     callback = trainer.callbacks[-1]
     rank = trainer.accelerator.process_index
     results = {f"model/{name}": value.detach().clone() for name, value in trainer.model.state_dict().items()}

@@ -21,7 +21,7 @@ from accelerate.utils import set_seed
 
 from gsp_hub.train import TrainConfig
 from gsp_hub.train.callbacks import PrototypeInitCallback
-from gsp_hub.train.loop import EmbeddingsAndAttributes, compute_loss, create_loss_module, create_model
+from gsp_hub.train.metric_learning import EmbeddingsAndAttributes, compute_loss, create_loss_module, create_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from train_fixtures import TINY_MODEL

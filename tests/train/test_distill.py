@@ -51,7 +51,8 @@ def _exported_top1(run_dir: Path) -> float:
     )
     from gsp_hub.train.data import eval_loader
     from gsp_hub.hub import load_model
-    from gsp_hub.train.distill_loop import predict, seeded_subset
+    from gsp_hub.train.distillation import seeded_subset
+    from gsp_hub.train.evaluation import predict
 
     student = load_model(run_dir)
     test = seeded_subset(load_image_dataset(str(CIFAR10), split="test", verify_images=False)["test"], 64, 0)
@@ -107,7 +108,7 @@ def test_letkd_student_keeps_the_given_weights_and_adds_fresh_kd_layers():
     import timm
 
     from gsp_hub.models.cifar_resnet import load_cifar10_weights
-    from gsp_hub.train.distill_loop import create_student
+    from gsp_hub.train.distillation import create_student
 
     config = DistillConfig(teacher="cifar_resnet56", teacher_weights=str(TEACHER_WEIGHTS), dataset=str(CIFAR10),
                            student_weights=str(STUDENT_WEIGHTS), method="letkd1", num_codes=64)
@@ -126,7 +127,7 @@ def test_a_distilled_letkd_student_loads_through_the_hub_contract_without_the_te
 
     import gsp_hub
     from gsp_hub.kd import letkd_student
-    from gsp_hub.train.distill_loop import distill
+    from gsp_hub.train.distillation import distill
 
     config = DistillConfig(
         teacher="cifar_resnet56", teacher_weights=str(TEACHER_WEIGHTS), dataset=str(CIFAR10), student=student,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,28 +15,33 @@ from train_fixtures import WITH_VALIDATION, tiny_config
 
 from gsp_hub.data import load_fashion_mnist_subset
 from gsp_hub.hub import from_pretrained
-from gsp_hub.train import train
-from gsp_hub.train.loop import Trainer
+from gsp_hub.train import MetricLearningTask, TrainConfig, Trainer, train
 
 # Scripted evaluations after epochs 1, 2, 3: the test metric peaks at epoch 3, the validation metric at epoch 2.
 VALIDATION_MAP = [0.20, 0.50, 0.30]
 TEST_MAP = [0.60, 0.10, 0.90]
 
 
-class ScriptedMetricsTrainer(Trainer):
+class ScriptedMetricsTask(MetricLearningTask):
     """A real run whose evaluations return the scripted MAP@R of the split they are asked about (the selection
-    logic under test sees only these numbers)."""
+    logic under test sees only these numbers): the k-th evaluation of a split reads its k-th value."""
 
-    def compute_metrics(self, loader: torch.utils.data.DataLoader) -> dict[str, float]:
-        evaluation = len(self.state.history)
-        values = VALIDATION_MAP if loader is self.validation_loader else TEST_MAP
-        return {"recall@1": values[evaluation], "map@r": values[evaluation]}
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__(config)
+        self.evaluations = {"validation": 0, "test": 0}
+
+    def evaluate(self, network: torch.nn.Module, loader: torch.utils.data.DataLoader, accelerator: Any
+                 ) -> dict[str, float]:
+        split = "validation" if loader.dataset is self.validation_data else "test"
+        value = (VALIDATION_MAP if split == "validation" else TEST_MAP)[self.evaluations[split]]
+        self.evaluations[split] += 1
+        return {"recall@1": value, "map@r": value}
 
 
 def test_the_validation_best_epoch_is_exported_not_the_test_best(tmp_path, tiny_dataset):
     config = tiny_config(tmp_path / "run", tiny_dataset, epochs=3, checkpoints_total_limit=3, augment=False,
                          **WITH_VALIDATION)
-    summary = ScriptedMetricsTrainer(config).run()
+    summary = Trainer(ScriptedMetricsTask(config)).run()
     assert [row["map@r"] for row in summary["history"]] == TEST_MAP
     assert [row["validation/map@r"] for row in summary["history"]] == VALIDATION_MAP
     assert summary["best"]["epoch"] == 2.0 and summary["best"]["map@r"] == 0.10  # the test value is reported as is

@@ -18,7 +18,7 @@ from gsp_hub.layers import GSP
 from gsp_hub.train import TrainConfig, train
 from gsp_hub.train.callbacks import BatchOutputs, PrototypeInitCallback
 from gsp_hub.train.data import SeededBatchDataset, seeded_random_state
-from gsp_hub.train.loop import learning_rate_factor
+from gsp_hub.train.engine import learning_rate_factor
 
 
 def farthest_points(memory: torch.Tensor, k: int) -> torch.Tensor:

@@ -22,7 +22,7 @@ from gsp_hub.cli import main
 from gsp_hub.data import create_image_transforms, with_image_transform
 from gsp_hub.losses import CCPLoss, CCPSchedule, XMLLoss
 from gsp_hub.train.ccp_callback import CCPCallback, create_ccp_schedule
-from gsp_hub.train.loop import Trainer
+from gsp_hub.train import MetricLearningTask, Trainer
 
 DDP_SCRIPT = Path(__file__).with_name("ccp_ddp_run.py")
 FORCED_PLATEAU = {"patience": 1, "min_delta": 1.0}  # evaluation 1 improves on -inf, evaluation 2 cannot: projection
@@ -73,7 +73,7 @@ def test_xml_needs_a_pool_with_attributes(tmp_path, tiny_dataset, capsys):
 def test_xml_loss_module_is_built_from_config(tmp_path, tiny_dataset):
     config = tiny_config(tmp_path / "x", tiny_dataset, pool="proto", pool_kwargs={"num_prototypes": 4},
                          loss="xml+contrastive", xml_kwargs={"target": "sample_embeddings", "weight": 0.3})
-    from gsp_hub.train.loop import create_loss_module, create_model
+    from gsp_hub.train.metric_learning import create_loss_module, create_model
 
     loss = create_loss_module(config, 5, create_model(config))
     assert isinstance(loss, XMLLoss) and loss.target == "sample_embeddings" and loss.weight == 0.3
@@ -143,7 +143,7 @@ def test_ccp_schedule_options_are_checked():
 def test_ccp_training_forced_plateau_reinitialises_proxies_and_resumes(tmp_path, tiny_dataset):
     config = tiny_config(tmp_path / "ccp", tiny_dataset, loss="ccp", pool="avg", pool_kwargs={},
                          ccp_kwargs=FORCED_PLATEAU, **WITH_VALIDATION)
-    trainer = Trainer(config)
+    trainer = Trainer(MetricLearningTask(config))
     summary = trainer.run()
     callback = trainer.callbacks[-1]
     assert isinstance(callback, CCPCallback)
@@ -153,7 +153,7 @@ def test_ccp_training_forced_plateau_reinitialises_proxies_and_resumes(tmp_path,
     assert callback.schedule.proximal_weight == pytest.approx(2e-4)
 
     # the projection happened after the last evaluation: the proxies' Adam state is zero, the model's is not
-    ccp_loss = trainer.loss_fn.base_loss
+    ccp_loss = trainer.task.loss_fn.base_loss
     proxy_state = trainer.optimizer.state[ccp_loss.proxies]
     assert set(proxy_state) >= {"step", "exp_avg", "exp_avg_sq"}
     assert all(not torch.as_tensor(value).any() for value in proxy_state.values())
@@ -168,11 +168,11 @@ def test_ccp_training_forced_plateau_reinitialises_proxies_and_resumes(tmp_path,
     # every proxy is the projected embedding of a training image of its class under the restored model
     model = trainer.model.eval()
     transform = create_image_transforms(model, input_size=config.img_size).eval
-    rows = with_image_transform(trainer.data.splits.train, transform)
+    rows = with_image_transform(trainer.task.data.splits.train, transform)
     with torch.no_grad():
         images = torch.stack([row["pixel_values"] for row in rows])
         embeddings = ccp_loss.project(model(images))
-    labels = torch.as_tensor(np.asarray(trainer.data.splits.train["label"]))
+    labels = torch.as_tensor(np.asarray(trainer.task.data.splits.train["label"]))
     proxies = ccp_loss.proxies.detach()
     for row, proxy in enumerate(proxies):
         candidates = embeddings[labels == row % ccp_loss.num_classes]
@@ -180,15 +180,16 @@ def test_ccp_training_forced_plateau_reinitialises_proxies_and_resumes(tmp_path,
     assert len(torch.unique(proxies, dim=0)) == len(proxies)
 
     # the schedule state is checkpointed with the run and restored on resume
-    resumed = Trainer(tiny_config(tmp_path / "ccp", tiny_dataset, loss="ccp", pool="avg", pool_kwargs={},
-                                  ccp_kwargs=FORCED_PLATEAU, resume="latest", **WITH_VALIDATION))
+    resumed = Trainer(MetricLearningTask(tiny_config(tmp_path / "ccp", tiny_dataset, loss="ccp", pool="avg",
+                                                     pool_kwargs={}, ccp_kwargs=FORCED_PLATEAU, resume="latest",
+                                                     **WITH_VALIDATION)))
     restored = resumed.callbacks[-1]
     assert restored.proxies_initialized and restored.schedule.round == 1
     assert restored.schedule.plateau.state_dict() == callback.schedule.plateau.state_dict()
     assert restored.schedule.anchor.keys() == callback.schedule.anchor.keys()
     for name, value in callback.schedule.anchor.items():
         torch.testing.assert_close(restored.schedule.anchor[name], value, rtol=0, atol=0)
-    torch.testing.assert_close(resumed.loss_fn.base_loss.proxies, proxies, rtol=0, atol=0)
+    torch.testing.assert_close(resumed.task.loss_fn.base_loss.proxies, proxies, rtol=0, atol=0)
 
 
 def test_ccp_two_processes_end_with_identical_proxies(tmp_path, tiny_dataset):

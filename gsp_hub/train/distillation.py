@@ -1,10 +1,9 @@
-"""The distillation loop: vanilla, Hinton KD, letKD-1 and letKD-2 on the training machinery.
+"""The distillation task: vanilla, Hinton KD, letKD-1 and letKD-2, run by the engine (:mod:`gsp_hub.train.engine`).
 
-A :class:`~gsp_hub.train.distill.DistillConfig` describes a run; :func:`distill` runs it.
-:class:`Distiller` reuses :class:`~gsp_hub.train.loop.Trainer`'s epoch / evaluation / checkpoint schedule
-(``run``, ``save_checkpoint``, resume, ``metrics.json``, ``curves.png``, tensorboard) and replaces the two halves
-of an epoch: a training step ``student -> CE + method loss (teacher frozen) -> backward -> SGD/AdamW step``, and a
-top-1 evaluation of the student alone on the test split.
+A :class:`~gsp_hub.train.distill.DistillConfig` describes a run; :func:`distill` runs it. The task supplies a
+training step ``student -> CE + method loss (teacher frozen)`` and a top-1 evaluation of the student alone (the
+validation split chooses the exported student, the test split is reported); the engine does the rest (backward,
+SGD/AdamW step, schedule, checkpoints, resume, ``metrics.json``, ``curves.png``, tensorboard).
 
 Methods (shared/spec/letkd.md):
 
@@ -28,19 +27,19 @@ neither the teacher nor labels: ``gsp_hub.load_model(run_dir)(images).argmax(1)`
 
 from __future__ import annotations
 
-import itertools
 import time
+from collections.abc import Iterable, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
 from accelerate.data_loader import SkipBatchSampler
 from accelerate.logging import get_logger
-from accelerate.utils import set_seed
 from datasets import Dataset
 from torch import nn
 from torch.utils.data import DataLoader
@@ -49,6 +48,7 @@ from tqdm.auto import tqdm
 
 import gsp_hub.models  # noqa: F401  (registers the gsp_hub architectures, cifar_resnet* included, with timm)
 from gsp_hub.data import (
+    DatasetSplits,
     collate_image_batch,
     create_image_transforms,
     load_image_dataset,
@@ -63,27 +63,21 @@ from gsp_hub.kd import (
     TeacherTaps,
     collect_teacher_locations,
 )
-from gsp_hub.train.artifacts import MODEL_DIR_NAME, export_model
-from gsp_hub.train.data import SeededBatchDataset, eval_loader, prepare_eval_loaders
+from gsp_hub.train.artifacts import export_model
+from gsp_hub.train.callbacks import BatchOutputs, Callback
+from gsp_hub.train.config import describe_dataset
+from gsp_hub.train.data import SeededBatchDataset, eval_loader
 from gsp_hub.train.distill import DistillConfig
-from gsp_hub.train.loop import (
-    CHECKPOINTS_DIR_NAME,
-    Trainer,
-    check_output_dir,
-    create_accelerator,
-    prepare_output_dir,
-    tensorboard_hparams,
-)
-from gsp_hub.train.state import RunState
+from gsp_hub.train.engine import CHECKPOINTS_DIR_NAME, Task, Trainer, TrainingStep
+from gsp_hub.train.evaluation import predict
 
 __all__ = [
     "TARGETS_FILE_NAME",
-    "Distiller",
+    "DistillationTask",
     "check_num_classes",
     "create_student",
     "distill",
     "load_teacher",
-    "predict",
     "seeded_subset",
 ]
 
@@ -135,21 +129,6 @@ def create_student(config: DistillConfig, num_classes: int) -> nn.Module:
     return student
 
 
-@torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, accelerator: Any | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predicted classes (N,) and the loader's labels (N,) of a model over ``(images, labels)`` batches (gathered
-    over processes when ``accelerator`` is given); only the images go through the model."""
-    model.eval()
-    predictions, labels = [], []
-    for images, batch_labels in loader:
-        batch_predictions = model(images).argmax(1)
-        if accelerator is not None:
-            batch_predictions, batch_labels = accelerator.gather_for_metrics((batch_predictions, batch_labels))
-        predictions.append(batch_predictions.cpu())
-        labels.append(batch_labels.cpu())
-    return torch.cat(predictions), torch.cat(labels)
-
-
 # -- data -----------------------------------------------------------------------------------------------------------
 def seeded_subset(dataset: Dataset, size: int, seed: int) -> Dataset:
     """A seeded random subset of ``size`` rows (all rows when ``size`` is 0 or larger than the split)."""
@@ -177,34 +156,39 @@ def _epoch_batches(num_rows: int, batch_size: int, *, seed: int, epoch: int, num
     return order[: steps * batch_size * num_replicas].view(steps, num_replicas, batch_size)[:, rank].tolist()
 
 
-# -- the run --------------------------------------------------------------------------------------------------------
-class Distiller(Trainer):
-    """One distillation run from a :class:`DistillConfig`.
+# -- the task -------------------------------------------------------------------------------------------------------
+class DistillationTask(Task):
+    """One distillation run of a :class:`DistillConfig`: ``Trainer(DistillationTask(config))``.
 
-    Shares :class:`~gsp_hub.train.loop.Trainer`'s schedule (``run``, ``save_checkpoint``, resume, ``summary``),
-    step bookkeeping (``optimizer_step``, ``end_batch``, ``end_epoch``) and ``evaluate_and_record`` (by top-1), and
-    builds its own parts: data, teacher, student, targets, loss, optimizer.
+    After :meth:`build`: ``teacher`` (frozen), ``model`` (the student, exported), ``criterion`` (CE, Hinton KD or
+    letKD), ``teacher_taps`` (None for vanilla).
     """
 
+    name = "gsp_hub_distill"
+    best_metric = "top1"
+    run_files = (TARGETS_FILE_NAME,)
+
     def __init__(self, config: DistillConfig) -> None:
-        # Trainer.__init__ builds a metric-learning run; the attributes its methods use are set here instead.
-        config.check_inputs()
         self.config = config
-        self.output_dir = Path(config.output_dir)
-        self.accelerator = accelerator = create_accelerator(config)
-        resume_dir = check_output_dir(config, self.output_dir, run_files=(TARGETS_FILE_NAME,))
-        prepare_output_dir(config, accelerator, resume_dir)
-        set_seed(config.seed)
+        self.teacher_metrics: dict[str, float] | None = None
+
+    def load_data(self, accelerator: Accelerator) -> DatasetSplits:
+        config = self.config
+        config.check_inputs()
         dataset = load_image_dataset(config.dataset, image_column=config.image_column,
                                      label_column=config.label_column, verify_images=config.verify_images,
                                      progress=accelerator.is_local_main_process)
-        splits = make_splits(dataset, "own", train_split=config.train_split or "train",
-                             validation_split=config.validation_split, test_split=config.test_split,
-                             validation_fraction=config.validation_fraction, seed=config.seed)
-        self.splits = splits
+        self.splits = make_splits(dataset, "own", train_split=config.train_split or "train",
+                                  validation_split=config.validation_split, test_split=config.test_split,
+                                  validation_fraction=config.validation_fraction, seed=config.seed)
+        return self.splits
+
+    def build(self, accelerator: Accelerator, *, resuming: bool) -> None:
+        config, splits = self.config, self.splits
+        self.accelerator = accelerator
         self.num_classes = splits.num_classes
         self.teacher = load_teacher(config, splits.num_classes).to(accelerator.device)
-        self.model = create_student(config, splits.num_classes)
+        self.model = self.network = create_student(config, splits.num_classes)
         transforms = create_image_transforms(self.model, input_size=config.img_size)
         self.data_config = transforms.data_config
         train_rows = seeded_subset(splits.train, config.max_train_images, config.seed)
@@ -214,40 +198,19 @@ class Distiller(Trainer):
         augmentation = _cifar_augmentation(self.data_config) if config.augment == "cifar" else transforms.train
         self.train_data = SeededBatchDataset(with_image_transform(train_rows, augmentation), config.seed)
         self.plain_train = with_image_transform(train_rows, transforms.eval)
-        test_data = with_image_transform(test_rows, transforms.eval)
-        validation_data = None if validation_rows is None else with_image_transform(validation_rows, transforms.eval)
-        logger.info("data: %s (%s); using %d train / %d validation / %d test images", config.dataset, splits.summary,
-                    len(train_rows), 0 if validation_rows is None else len(validation_rows), len(test_rows))
-        self.criterion = self._create_criterion(resume_dir is not None).to(accelerator.device)
+        self.test_data = with_image_transform(test_rows, transforms.eval)
+        self.validation_data = (None if validation_rows is None
+                                else with_image_transform(validation_rows, transforms.eval))
+        logger.info("data: %s (%s); using %d train / %d validation / %d test images", describe_dataset(config.dataset),
+                    splits.summary, len(train_rows), 0 if validation_rows is None else len(validation_rows),
+                    len(test_rows))
+        self.criterion = self._create_criterion(resuming).to(accelerator.device)
         taps = self.criterion.targets.taps if isinstance(self.criterion, LeTKDLoss) else ()
         self.teacher_taps = (
             TeacherTaps(self.teacher, taps, getattr(self.model, "grid_sizes", None), with_logits=config.method == "kd")
             if config.method != "vanilla" else None
         )
-        self.network, self.optimizer = accelerator.prepare(self.model, self._create_optimizer())
-        self.test_loader, self.validation_loader = prepare_eval_loaders(
-            accelerator, test_data, validation_data, config.eval_batch_size, config.num_workers)
-        self.callbacks = []  # Trainer.run calls them; distillation has none
-        self.state = RunState()
-        self.saved_at_step = -1
-        steps = len(train_rows) // (config.batch_size * accelerator.num_processes)
-        self.batches_per_epoch = steps - steps % config.grad_accum
-        if self.batches_per_epoch == 0:
-            raise ValueError(f"the train split has {len(train_rows)} images, fewer than one batch of "
-                             f"{config.batch_size} x {accelerator.num_processes} processes; lower --batch-size.")
-        self.steps_per_epoch = self.batches_per_epoch // config.grad_accum
-        self.total_steps = config.epochs * self.steps_per_epoch
-        if resume_dir is not None:
-            self._load_checkpoint(resume_dir)
-        self.teacher_metrics = self._evaluate_teacher() if config.eval_teacher else None
-        if accelerator.is_main_process:
-            config.save(self.output_dir)
-        accelerator.init_trackers("gsp_hub_distill", config=tensorboard_hparams(config))
-        logger.info("teacher %s -> student %s (%s, %d parameters); %d steps per epoch of %d images, %d epochs",
-                    config.teacher, config.student, config.method, sum(p.numel() for p in self.model.parameters()),
-                    self.steps_per_epoch, config.batch_size, config.epochs)
 
-    # -- parts ----------------------------------------------------------------------------------------------------
     def _create_criterion(self, resuming: bool) -> nn.Module:
         config = self.config
         if config.method == "vanilla":
@@ -259,7 +222,7 @@ class Distiller(Trainer):
     def _letkd_targets(self, resuming: bool) -> LeTKDTargets:
         """Fit the teacher targets once (main process) and save them in the run folder; a resumed run reloads."""
         config, accelerator = self.config, self.accelerator
-        path = self.output_dir / TARGETS_FILE_NAME
+        path = Path(config.output_dir) / TARGETS_FILE_NAME
         if accelerator.is_main_process and not (resuming and path.is_file()):
             started = time.perf_counter()
             teacher = TeacherTaps(self.teacher, tuple(self.model.grid_sizes), self.model.grid_sizes)
@@ -277,7 +240,7 @@ class Distiller(Trainer):
         accelerator.wait_for_everyone()
         return LeTKDTargets.load(path)
 
-    def _create_optimizer(self) -> torch.optim.Optimizer:
+    def create_optimizer(self) -> torch.optim.Optimizer:
         config = self.config
         groups = [{"params": [p for p in self.model.parameters() if p.requires_grad], "initial_lr": config.lr,
                    "lr": config.lr}]
@@ -285,83 +248,76 @@ class Distiller(Trainer):
             return torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
         return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
 
-    def _stateful(self) -> dict[str, Any]:
-        return {"run": self.state}  # the letKD targets live in TARGETS_FILE_NAME (and the model in the checkpoint)
+    # -- training -------------------------------------------------------------------------------------------------
+    def batches_per_epoch(self, num_processes: int) -> int:
+        return len(self.train_data) // (self.config.batch_size * num_processes)
+
+    def train_batches(self, epoch: int, *, skip: int, num_replicas: int, rank: int) -> Iterable[Any]:
+        config = self.config
+        self.train_data.set_epoch(epoch)
+        batches = _epoch_batches(len(self.train_data), config.batch_size, seed=config.seed, epoch=epoch,
+                                 num_replicas=num_replicas, rank=rank)
+        return DataLoader(self.train_data, batch_sampler=SkipBatchSampler(batches, skip),
+                          collate_fn=collate_image_batch, num_workers=config.num_workers,
+                          generator=torch.Generator().manual_seed(config.seed + epoch))
+
+    def training_step(self, network: nn.Module, batch: Any, step: int) -> TrainingStep:
+        images, labels = (tensor.to(self.accelerator.device) for tensor in batch)
+        if isinstance(self.criterion, LeTKDLoss):
+            logits, tap_logits = network(images, return_tap_logits=True)
+            out = self.criterion(logits, labels, tap_logits, self.teacher_taps(images).maps)
+        elif isinstance(self.criterion, HintonKDLoss):
+            logits = network(images)
+            out = self.criterion(logits, labels, self.teacher_taps(images).logits)
+        else:
+            logits = network(images)
+            loss = F.cross_entropy(logits, labels)
+            out = DistillLossOutput(loss, {"ce": loss.detach()})
+        outputs = BatchOutputs(step=step, embeddings=logits.detach(), labels=labels, attributes=None,
+                               loss=float(out.loss.detach()))
+        return TrainingStep(out.loss, outputs, partial(self._log_values, out))
+
+    @staticmethod
+    def _log_values(out: DistillLossOutput) -> dict[str, float]:
+        """Tensorboard scalars of a step: the loss and its parts."""
+        return {"train/loss": out.loss.item(), **{f"train/{name}": float(value) for name, value in out.parts.items()}}
 
     # -- evaluation -----------------------------------------------------------------------------------------------
-    def _top1(self, model: nn.Module, loader: DataLoader) -> float:
+    def evaluate(self, network: nn.Module, loader: DataLoader, accelerator: Accelerator) -> dict[str, float]:
+        """Top-1 accuracy of ``network`` (the student, or the teacher) on one evaluation split."""
         with torch.random.fork_rng(devices=[]):
-            predictions, labels = predict(model, tqdm(loader, desc="evaluate", leave=False,
-                                                      disable=not self.accelerator.is_local_main_process),
-                                          self.accelerator)
-        return float((predictions == labels).float().mean())
+            predictions, labels = predict(network, tqdm(loader, desc="evaluate", leave=False,
+                                                        disable=not accelerator.is_local_main_process), accelerator)
+        return {"top1": float((predictions == labels).float().mean())}
 
-    def _evaluate_teacher(self) -> dict[str, float]:
-        top1 = self._top1(self.teacher, self.test_loader)
-        logger.info("teacher %s: top-1 %.4f on the test split", self.config.teacher, top1)
-        return {"top1": top1}
-
-    best_metric: ClassVar[str] = "top1"
-
-    def compute_metrics(self, loader: DataLoader) -> dict[str, float]:
-        """The student's top-1 accuracy on one evaluation split."""
-        return {"top1": self._top1(self.network, loader)}
-
-    def describe_metrics(self, metrics: dict[str, float]) -> str:
-        """The top-1 accuracy as a log-line fragment."""
+    def describe_metrics(self, metrics: Mapping[str, float]) -> str:
         return f"top-1 {metrics['top1']:.4f}"
 
-    def export_best(self, metrics: dict[str, float]) -> None:
-        directory = self.output_dir / MODEL_DIR_NAME
-        dataset = {"id": self.config.dataset, "split": "test", "name": f"{self.config.dataset} (test split)"}
-        export_model(self.model, directory, metrics=metrics, dataset=dataset, recipe=self.config.to_dict(),
-                     data_config=self.data_config, selected_by=self.selected_by)
-        logger.info("new best top-1 %.4f: student exported to %s", metrics["top1"], directory)
+    def describe(self) -> str:
+        config = self.config
+        return (f"teacher {config.teacher} -> student {config.student} ({config.method}, "
+                f"{sum(p.numel() for p in self.model.parameters())} parameters)")
 
-    # -- training -------------------------------------------------------------------------------------------------
-    def _loss(self, images: torch.Tensor, labels: torch.Tensor) -> DistillLossOutput:
-        if isinstance(self.criterion, LeTKDLoss):
-            logits, tap_logits = self.network(images, return_tap_logits=True)
-            return self.criterion(logits, labels, tap_logits, self.teacher_taps(images).maps)
-        logits = self.network(images)
-        if isinstance(self.criterion, HintonKDLoss):
-            return self.criterion(logits, labels, self.teacher_taps(images).logits)
-        loss = F.cross_entropy(logits, labels)
-        return DistillLossOutput(loss, {"ce": loss.detach()})
+    def on_prepared(self, trainer: Trainer) -> None:
+        """Evaluate the teacher on the test split once (``--eval-teacher``), for the report."""
+        if self.config.eval_teacher:
+            self.teacher_metrics = self.evaluate(self.teacher, trainer.test_loader, trainer.accelerator)
+            logger.info("teacher %s: top-1 %.4f on the test split", self.config.teacher, self.teacher_metrics["top1"])
 
-    def train_one_epoch(self) -> bool:
-        """Train the rest of the current epoch; returns False when ``max_steps`` stopped it before its end."""
-        config, accelerator, state = self.config, self.accelerator, self.state
-        self.train_data.set_epoch(state.epoch)
-        batches = _epoch_batches(len(self.train_data), config.batch_size, seed=config.seed, epoch=state.epoch,
-                                 num_replicas=accelerator.num_processes, rank=accelerator.process_index)
-        loader = DataLoader(self.train_data, batch_sampler=SkipBatchSampler(batches, state.batch_in_epoch),
-                            collate_fn=collate_image_batch, num_workers=config.num_workers,
-                            generator=torch.Generator().manual_seed(config.seed + state.epoch))
-        bar = self.epoch_progress_bar()
-        self.network.train()
-        for images, labels in itertools.islice(loader, self.batches_per_epoch - state.batch_in_epoch):
-            images, labels = images.to(accelerator.device), labels.to(accelerator.device)
-            with accelerator.accumulate(self.network):
-                out = self._loss(images, labels)
-                accelerator.backward(out.loss)
-                self.optimizer_step()
-            if self.end_batch(out.loss, bar, partial(self._distill_log_values, out)):
-                break
-        return self.end_epoch(bar)
-
-    def _distill_log_values(self, out: DistillLossOutput) -> dict[str, float]:
-        """Tensorboard scalars of a step: loss, learning rate and the loss parts."""
-        return {"train/loss": out.loss.item(), "train/lr": self.optimizer.param_groups[0]["lr"],
-                **{f"train/{name}": float(value) for name, value in out.parts.items()}}
+    def export(self, directory: Path, metrics: Mapping[str, float], selected_by: str) -> Path:
+        dataset = describe_dataset(self.config.dataset)
+        return export_model(self.model, directory, metrics=metrics,
+                            dataset={"id": dataset, "split": "test", "name": f"{dataset} (test split)"},
+                            recipe=self.config.to_dict(), data_config=self.data_config, selected_by=selected_by)
 
     def summary(self) -> dict[str, Any]:
-        return {**super().summary(), "method": self.config.method, "teacher": self.teacher_metrics,
-                "checkpoints_dir": str(self.output_dir / CHECKPOINTS_DIR_NAME)}
+        return {"method": self.config.method, "teacher": self.teacher_metrics,
+                "checkpoints_dir": str(Path(self.config.output_dir) / CHECKPOINTS_DIR_NAME)}
 
 
-def distill(config: DistillConfig) -> dict[str, Any]:
-    """Run the distillation described by ``config``; returns the summary also written to ``metrics.json``:
-    ``best`` (by top-1, exported to ``<output_dir>/model``), ``last``, ``history``, ``teacher`` (its top-1)."""
+def distill(config: DistillConfig, callbacks: Iterable[Callback] = ()) -> dict[str, Any]:
+    """Run the distillation described by ``config`` (with extra ``callbacks``); returns the summary also written to
+    ``metrics.json``: ``best`` (chosen by validation top-1, exported to ``<output_dir>/model``), ``last``,
+    ``history``, ``teacher`` (its top-1), ``method``."""
     config.validate()
-    return Distiller(config).run()
+    return Trainer(DistillationTask(config), callbacks).run()

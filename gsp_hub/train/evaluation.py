@@ -1,0 +1,61 @@
+"""Evaluation passes shared by the tasks, the callbacks and the commands: embed a split, predict classes.
+
+Both run the network over sequential ``(images, labels)`` batches of a prepared loader in eval mode, without
+gradients, and gather the results from every process (``accelerator.gather_for_metrics`` drops the padding of the
+last batch).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from gsp_hub.metrics import retrieval_metrics
+
+__all__ = ["embed_split", "predict", "retrieval_evaluation"]
+
+
+@torch.no_grad()
+def embed_split(network: nn.Module, loader: DataLoader, accelerator: Accelerator,
+                *, channels_last: bool = False, description: str = "embed") -> tuple[Tensor, Tensor]:
+    """Embeddings (N, D) and labels (N,) of a prepared evaluation loader, gathered from every process; the network
+    returns embeddings (B, D) or a tuple starting with them."""
+    network.eval()
+    embeddings, labels = [], []
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    for images, batch_labels in tqdm(loader, desc=description, leave=False,
+                                     disable=not accelerator.is_local_main_process):
+        output = network(images.to(memory_format=memory_format))
+        batch_embeddings = output[0] if isinstance(output, tuple) else output
+        batch_embeddings, batch_labels = accelerator.gather_for_metrics((batch_embeddings.float(), batch_labels))
+        embeddings.append(batch_embeddings.cpu())
+        labels.append(batch_labels.cpu())
+    return torch.cat(embeddings), torch.cat(labels)
+
+
+def retrieval_evaluation(network: nn.Module, loader: DataLoader, accelerator: Accelerator,
+                         *, channels_last: bool = False) -> dict[str, float]:
+    """Retrieval metrics of an evaluation split (leave-one-out, cosine); leaves every RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        embeddings, labels = embed_split(network, loader, accelerator, channels_last=channels_last)
+    return retrieval_metrics(embeddings, labels)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, accelerator: Any | None = None) -> tuple[Tensor, Tensor]:
+    """Predicted classes (N,) and the loader's labels (N,) of a model over ``(images, labels)`` batches (gathered
+    over processes when ``accelerator`` is given); only the images go through the model."""
+    model.eval()
+    predictions, labels = [], []
+    for images, batch_labels in loader:
+        batch_predictions = model(images).argmax(1)
+        if accelerator is not None:
+            batch_predictions, batch_labels = accelerator.gather_for_metrics((batch_predictions, batch_labels))
+        predictions.append(batch_predictions.cpu())
+        labels.append(batch_labels.cpu())
+    return torch.cat(predictions), torch.cat(labels)

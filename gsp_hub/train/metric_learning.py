@@ -1,0 +1,259 @@
+"""The metric-learning task: m-per-class batches, base loss + ZSR (or XML, CCP), retrieval evaluation.
+
+One straight line per step: m-per-class batch -> model (embeddings, prototype attributes) -> all-gather over
+processes -> (1 - w)·base + w·ZSR (or XML, CCP) -> backward (the engine, :mod:`gsp_hub.train.engine`). The
+task's callbacks: the GSP prototype warm-up (:class:`~gsp_hub.train.callbacks.PrototypeInitCallback`) when ZSR
+needs prototype attributes, and CCP's projection schedule (:mod:`gsp_hub.train.ccp_callback`) for ``--loss ccp``.
+Evaluation: leave-one-out retrieval metrics (:func:`gsp_hub.metrics.retrieval_metrics`) of the validation split,
+which chooses, and of the test split, which is reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+import gsp_hub.models  # noqa: F401  (registers the gsp_hub architectures with timm)
+from gsp_hub.data import DatasetSplits
+from gsp_hub.losses import CCPLoss, GSPLoss, LossTerms, XMLLoss, ZeroShotRegularizer, create_loss
+from gsp_hub.models.registry import unknown_model_error
+from gsp_hub.train.artifacts import export_model
+from gsp_hub.train.callbacks import BatchOutputs, Callback, PrototypeInitCallback, needs_prototype_init
+from gsp_hub.train.ccp_callback import create_ccp_callback
+from gsp_hub.train.config import TrainConfig, describe_dataset
+from gsp_hub.train.data import RunData, load_dataset_splits, load_run_data, train_loader
+from gsp_hub.train.distributed import gather_with_grad
+from gsp_hub.train.engine import Task, Trainer, TrainingStep
+from gsp_hub.train.evaluation import retrieval_evaluation
+from gsp_hub.train.state import Stateful
+
+__all__ = [
+    "EmbeddingsAndAttributes",
+    "MetricLearningTask",
+    "compute_loss",
+    "create_loss_module",
+    "create_model",
+    "create_optimizer",
+    "create_xml_loss",
+    "train",
+]
+
+logger = get_logger(__name__)  # logs on the main process only
+
+
+class EmbeddingsAndAttributes(nn.Module):
+    """Training view of a MetricNet: images (B, C, H, W) -> (embeddings (B, D), attributes (B, K) or None).
+
+    Attributes come from pools that compute prototype assignments (``gsp``, ``proto``); other pools give None.
+    Wrapping (rather than calling ``forward_head`` on the model) keeps the call inside DDP's ``forward``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        embeddings, aux = self.model.forward_head(self.model.forward_features(images), pre_logits=True,
+                                                  return_aux=True)
+        return embeddings, (None if aux is None else aux.attributes)
+
+
+def create_model(config: TrainConfig) -> nn.Module:
+    """``timm.create_model(config.model, ...)`` with the backbone, pooling and embedding options of ``config``."""
+    kwargs: dict[str, Any] = dict(embed_dim=config.embed_dim, backbone_pretrained=config.pretrained,
+                                  **config.pool_kwargs)
+    if config.pool is not None:
+        kwargs["pool"] = config.pool
+    if config.backbone_kwargs:
+        kwargs["backbone_kwargs"] = dict(config.backbone_kwargs)
+    if config.model == "metric_net":
+        if not timm.is_model(config.backbone):
+            raise unknown_model_error(config.backbone, "--backbone")
+        kwargs["backbone"] = config.backbone
+    try:
+        return timm.create_model(config.model, **kwargs)
+    except TypeError as error:  # backbone_kwargs go to timm's constructors unchecked
+        raise ValueError(
+            f"cannot build model={config.model!r} (backbone={config.backbone!r}, backbone_kwargs="
+            f"{config.backbone_kwargs}, pool={config.pool!r}, pool_kwargs={config.pool_kwargs}): {error}. "
+            "Remove the option the backbone or pool does not take (e.g. --backbone-kwargs with no value for "
+            "backbones without output_stride)."
+        ) from error
+    except RuntimeError as error:
+        if "Unknown model" in str(error):
+            raise unknown_model_error(config.model, "--model") from error
+        raise
+
+
+def uses_attributes(model: nn.Module) -> bool:
+    """True when the model's pooling yields prototype attributes (the input of ZSR)."""
+    return hasattr(getattr(model, "pool", None), "transport")
+
+
+def create_xml_loss(config: TrainConfig, num_classes: int, model: nn.Module) -> XMLLoss:
+    """``loss='xml+BASE'``: the XML cross-batch prototype loss (options ``config.xml_kwargs``) around BASE."""
+    if not uses_attributes(model):
+        raise ValueError(f"--loss {config.loss} needs prototype attributes from the pooling: use --pool proto (or "
+                         f"gsp), got --pool {config.pool}.")
+    embed_dim = int(model.num_features)
+    base = create_loss(config.loss.removeprefix("xml+"), num_classes=num_classes, embed_dim=embed_dim,
+                       **config.loss_kwargs)
+    return XMLLoss(base, num_classes, embed_dim, **config.xml_kwargs)
+
+
+def create_loss_module(config: TrainConfig, num_classes: int, model: nn.Module) -> GSPLoss:
+    """Base loss ``config.loss`` plus ZSR (weight ``config.zsr_weight``) when the pooling yields attributes;
+    ``xml+BASE`` builds :func:`create_xml_loss` instead of ZSR."""
+    if config.loss.startswith("xml+"):
+        return create_xml_loss(config, num_classes, model)
+    base = create_loss(config.loss, num_classes=num_classes, embed_dim=int(model.num_features), **config.loss_kwargs)
+    regularizer = None
+    if uses_attributes(model) and config.zsr_weight > 0:
+        regularizer = ZeroShotRegularizer(num_classes, int(model.num_features), **config.zsr_kwargs)
+    return GSPLoss(base, regularizer, weight=config.zsr_weight if regularizer is not None else 0.0)
+
+
+def create_optimizer(config: TrainConfig, model: nn.Module, loss_fn: nn.Module) -> torch.optim.AdamW:
+    """AdamW over the model (``lr``) and the loss parameters (``lr * loss_lr_scale``); ``initial_lr`` per group."""
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "initial_lr": config.lr}]
+    loss_parameters = [p for p in loss_fn.parameters() if p.requires_grad]
+    if loss_parameters:
+        groups.append({"params": loss_parameters, "initial_lr": config.lr * config.loss_lr_scale})
+    for group in groups:
+        group["lr"] = group["initial_lr"]
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+
+def compute_loss(
+    loss_fn: GSPLoss, embeddings: Tensor, labels: Tensor, attributes: Tensor | None, step: int
+) -> tuple[LossTerms, BatchOutputs]:
+    """The loss of the global batch: this process's embeddings (b, D), labels (b,), attributes (b, K) | None are
+    all-gathered (with gradients) over processes first. Returns the loss terms and the detached global batch."""
+    global_embeddings = gather_with_grad(embeddings.float())
+    global_labels = gather_with_grad(labels)
+    global_attributes = None if attributes is None else gather_with_grad(attributes.float())
+    terms = loss_fn.terms(global_embeddings, global_labels, global_attributes)
+    outputs = BatchOutputs(
+        step=step,
+        embeddings=global_embeddings.detach(),
+        labels=global_labels,
+        attributes=None if global_attributes is None else global_attributes.detach(),
+        loss=float(terms.total.detach()),
+    )
+    return terms, outputs
+
+
+class MetricLearningTask(Task):
+    """A metric-learning run of a :class:`TrainConfig` (module docstring); ``Trainer(MetricLearningTask(config))``.
+
+    After :meth:`build`: ``model`` (the timm model, exported), ``network`` (its training view
+    :class:`EmbeddingsAndAttributes`), ``loss_fn``, ``data`` (:class:`~gsp_hub.train.data.RunData`).
+    """
+
+    name = "gsp_hub"
+    best_metric = "map@r"
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+
+    def load_data(self, accelerator: Accelerator) -> DatasetSplits:
+        config = self.config
+        splits = load_dataset_splits(config, num_processes=accelerator.num_processes,
+                                     progress=accelerator.is_local_main_process)
+        if splits.validation is None and config.loss == "ccp":
+            raise ValueError("--loss ccp watches validation MAP@R for its plateau rule, but the run has no validation "
+                             "split; set --validation-fraction > 0 (or name a --validation-split).")
+        logger.info("data: %s (%s)", describe_dataset(config.dataset), splits.summary)
+        self.splits = splits
+        return splits
+
+    def build(self, accelerator: Accelerator, *, resuming: bool) -> None:
+        config = self.config
+        self.device = accelerator.device
+        self.model = create_model(config)
+        self.data: RunData = load_run_data(config, self.splits, self.model)
+        self.loss_fn = create_loss_module(config, self.splits.num_classes, self.model).to(accelerator.device)
+        if config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.network = EmbeddingsAndAttributes(self.model)
+        self.test_data, self.validation_data = self.data.test, self.data.validation
+
+    def create_optimizer(self) -> torch.optim.Optimizer:
+        return create_optimizer(self.config, self.model, self.loss_fn)
+
+    def callbacks(self, trainer: Trainer) -> list[Callback]:
+        """The GSP prototype warm-up when ZSR reads prototype attributes; CCP's schedule for ``--loss ccp``."""
+        callbacks: list[Callback] = []
+        if self.loss_fn.regularizer is not None and needs_prototype_init(self.model.pool):
+            callbacks.append(PrototypeInitCallback(self.model.pool))
+        if isinstance(self.loss_fn.base_loss, CCPLoss):
+            callbacks.append(create_ccp_callback(self.config, self.model, self.loss_fn.base_loss,
+                                                 trainer.optimizer.optimizer, trainer.network, self.splits.train,
+                                                 trainer.accelerator))
+        return callbacks
+
+    def stateful(self) -> dict[str, Stateful]:
+        return {"loss": self.loss_fn}  # ZSR class embeddings, proxies, the cross-batch memory
+
+    def batches_per_epoch(self, num_processes: int) -> int:
+        return len(self.splits.train) // (self.config.batch_size * num_processes)
+
+    def train_batches(self, epoch: int, *, skip: int, num_replicas: int, rank: int) -> Iterable[Any]:
+        return train_loader(self.data, self.config, epoch=epoch, skip_batches=skip, num_replicas=num_replicas,
+                            rank=rank)
+
+    def training_step(self, network: nn.Module, batch: Any, step: int) -> TrainingStep:
+        images, labels = batch
+        memory_format = torch.channels_last if self.config.channels_last else torch.contiguous_format
+        images, labels = images.to(self.device, memory_format=memory_format), labels.to(self.device)
+        embeddings, attributes = network(images)
+        if not getattr(self.model.pool, "initialized", True):
+            attributes = None  # prototypes not initialised yet (the warm-up callback fills them): ZSR is skipped
+        terms, outputs = compute_loss(self.loss_fn, embeddings, labels, attributes, step)
+        return TrainingStep(terms.total, outputs, partial(self._log_values, terms))
+
+    @staticmethod
+    def _log_values(terms: LossTerms) -> dict[str, float]:
+        values = {"train/loss": terms.total.item(), "train/base_loss": terms.base.item()}
+        if terms.regularizer is not None:
+            values["train/zsr_loss"] = terms.regularizer.item()
+        return values
+
+    def evaluate(self, network: nn.Module, loader: DataLoader, accelerator: Accelerator) -> dict[str, float]:
+        return retrieval_evaluation(network, loader, accelerator, channels_last=self.config.channels_last)
+
+    def describe_metrics(self, metrics: Mapping[str, float]) -> str:
+        return f"R@1 {metrics['recall@1']:.4f}, MAP@R {metrics['map@r']:.4f}"
+
+    def describe(self) -> str:
+        config, model = self.config, self.model
+        return (f"model: {config.model} ({model.backbone.pretrained_cfg.get('architecture')}, pool {model.pool_name}, "
+                f"{sum(p.numel() for p in model.parameters())} parameters); loss: {self.loss_fn}")
+
+    def export(self, directory: Path, metrics: Mapping[str, float], selected_by: str) -> Path:
+        splits = self.splits
+        first_test = splits.num_classes + splits.num_validation_classes
+        test_classes = (f"test classes {first_test}-{first_test + splits.num_test_classes - 1}"
+                        if splits.protocol == "zero-shot" else "test split")
+        dataset = describe_dataset(self.config.dataset)
+        return export_model(
+            self.model, directory, metrics=metrics,
+            dataset={"id": dataset, "split": "test", "name": f"{dataset} ({test_classes})"},
+            recipe=self.config.to_dict(), data_config=self.data.data_config, selected_by=selected_by,
+        )
+
+
+def train(config: TrainConfig, callbacks: Iterable[Callback] = ()) -> dict[str, Any]:
+    """Run the metric learning described by ``config`` (with extra ``callbacks``); returns the summary also written
+    to ``metrics.json`` (:meth:`gsp_hub.train.engine.Trainer.summary`)."""
+    config.validate()
+    return Trainer(MetricLearningTask(config), callbacks).run()

@@ -67,8 +67,22 @@ class EmbeddingsAndAttributes(nn.Module):
         return embeddings, (None if aux is None else aux.attributes)
 
 
+def check_model_names(config: TrainConfig) -> None:
+    """ValueError with did-you-mean suggestions unless timm knows ``config.model`` (and, for metric_net, the
+    backbone); needs only the config, so a run checks it before loading any data. Hub and local-folder names
+    (``hf-hub:`` / ``local-dir:``) are left to timm."""
+    def known(name: str) -> bool:
+        return name.startswith(("hf-hub:", "local-dir:")) or timm.is_model(name)
+
+    if not known(config.model):
+        raise unknown_model_error(config.model, "--model")
+    if config.model == "metric_net" and not known(config.backbone):
+        raise unknown_model_error(config.backbone, "--backbone")
+
+
 def create_model(config: TrainConfig) -> nn.Module:
     """``timm.create_model(config.model, ...)`` with the backbone, pooling and embedding options of ``config``."""
+    check_model_names(config)
     kwargs: dict[str, Any] = dict(embed_dim=config.embed_dim, backbone_pretrained=config.pretrained,
                                   **config.pool_kwargs)
     if config.pool is not None:
@@ -76,8 +90,6 @@ def create_model(config: TrainConfig) -> nn.Module:
     if config.backbone_kwargs:
         kwargs["backbone_kwargs"] = dict(config.backbone_kwargs)
     if config.model == "metric_net":
-        if not timm.is_model(config.backbone):
-            raise unknown_model_error(config.backbone, "--backbone")
         kwargs["backbone"] = config.backbone
     try:
         return timm.create_model(config.model, **kwargs)
@@ -88,10 +100,6 @@ def create_model(config: TrainConfig) -> nn.Module:
             "Remove the option the backbone or pool does not take (e.g. --backbone-kwargs with no value for "
             "backbones without output_stride)."
         ) from error
-    except RuntimeError as error:
-        if "Unknown model" in str(error):
-            raise unknown_model_error(config.model, "--model") from error
-        raise
 
 
 def uses_attributes(model: nn.Module) -> bool:
@@ -167,6 +175,7 @@ class MetricLearningTask(Task):
 
     def load_data(self, accelerator: Accelerator) -> DatasetSplits:
         config = self.config
+        check_model_names(config)
         splits = load_dataset_splits(config, num_processes=accelerator.num_processes,
                                      progress=accelerator.is_local_main_process)
         if splits.validation is None and config.loss == "ccp":

@@ -39,3 +39,12 @@ def test_train_command_reports_it_in_one_line(tmp_path: Path, capsys: pytest.Cap
     error = capsys.readouterr().err
     assert error.startswith("gsp-hub train: error: --backbone 'resnt18' is not a timm architecture; did you mean "
                             "'resnet18'") and error.count("\n") == 1
+
+
+def test_an_unknown_backbone_is_reported_before_any_data_is_read(tmp_path: Path) -> None:
+    from gsp_hub.train import train
+
+    config = TrainConfig(backbone="resnt18", dataset=str(tmp_path / "no_such_data"), output_dir=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match="--backbone 'resnt18' is not a timm architecture"):
+        train(config)  # the missing data set would raise FileNotFoundError if it were read first
+    assert not (tmp_path / "run").exists()

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
+import os
 import shutil
 import tempfile
 import time
@@ -50,6 +50,13 @@ from tqdm.auto import tqdm
 from gsp_hub.data import DatasetSplits
 from gsp_hub.train.artifacts import METRICS_FILE_NAME, MODEL_DIR_NAME, write_json
 from gsp_hub.train.callbacks import BatchOutputs, Callback
+from gsp_hub.train.checkpoints import (
+    CheckpointError,
+    checkpoint_numbers,
+    checkpoint_problem,
+    latest_checkpoint,
+    write_checkpoint,
+)
 from gsp_hub.train.config import RunConfig
 from gsp_hub.train.data import VALIDATION_PREFIX, prepare_eval_loaders
 from gsp_hub.train.state import RunState, Stateful, load_training_state, save_training_state
@@ -64,7 +71,6 @@ __all__ = [
     "TrainingStep",
     "check_output_dir",
     "check_writable_folder",
-    "checkpoint_numbers",
     "create_accelerator",
     "learning_rate_factor",
     "prepare_output_dir",
@@ -78,6 +84,7 @@ LOGS_DIR_NAME = "logs"
 CURVES_FILE_NAME = "curves.png"
 # What every run writes into its folder, besides its config file (anything else there belongs to someone else).
 RUN_FILE_NAMES = frozenset({MODEL_DIR_NAME, METRICS_FILE_NAME, CHECKPOINTS_DIR_NAME, LOGS_DIR_NAME, CURVES_FILE_NAME})
+_DISCARDED_PREFIX = ".gsp_hub-discarded-"  # a replaced run's files, moved aside before they are deleted
 
 
 @dataclass(frozen=True)
@@ -190,7 +197,7 @@ class Trainer:
         self.accelerator = accelerator = create_accelerator(config)
         resume_dir = check_output_dir(config, self.output_dir, task.run_files)
         self.splits = task.load_data(accelerator)
-        prepare_output_dir(config, accelerator, resume_dir)  # the checks passed: only now is anything removed
+        prepare_output_dir(config, accelerator, resume_dir, task.run_files)  # checks passed: now files may go
         set_seed(config.seed)
         task.build(accelerator, resuming=resume_dir is not None)
         self.model = task.model
@@ -229,18 +236,20 @@ class Trainer:
         return objects
 
     def save_checkpoint(self) -> None:
-        path = self.accelerator.save_state()
-        if self.accelerator.is_main_process:
-            save_training_state(path, self._stateful())
-        self.accelerator.wait_for_everyone()
+        """Write the next numbered checkpoint crash-safely (:mod:`gsp_hub.train.checkpoints`)."""
+        from gsp_hub import __version__
+
+        checkpoints = self.output_dir / CHECKPOINTS_DIR_NAME
+        number = max(checkpoint_numbers(checkpoints), default=-1) + 1
+        path = write_checkpoint(self.accelerator, checkpoints, number,
+                                lambda folder: save_training_state(folder, self._stateful()), step=self.state.step,
+                                keep=self.config.checkpoints_total_limit, version=__version__)
         self.saved_at_step = self.state.step
         logger.info("step %d: checkpoint saved to %s", self.state.step, path)
 
     def _load_checkpoint(self, directory: Path) -> None:
         self.accelerator.load_state(str(directory))
         load_training_state(directory, self._stateful())
-        numbers = checkpoint_numbers(self.output_dir / CHECKPOINTS_DIR_NAME)
-        self.accelerator.project_configuration.iteration = max(numbers, default=-1) + 1
         self.saved_at_step = self.state.step
         logger.info("resumed from %s: epoch %d, batch %d of the epoch, step %d", directory, self.state.epoch,
                     self.state.batch_in_epoch, self.state.step)
@@ -421,8 +430,7 @@ def learning_rate_factor(step: int, total_steps: int, warmup_steps: int = 0, sch
 
 def create_accelerator(config: RunConfig) -> Accelerator:
     """The run's Accelerator (CPU unless a GPU is there and ``config.cpu`` is off) with tensorboard logging into
-    ``<output_dir>/logs`` and numbered checkpoints in ``<output_dir>/checkpoints`` (``checkpoints_total_limit`` kept).
-    The scheduler steps once per optimizer step (``step_scheduler_with_optimizer=False``: the engine steps it),
+    ``<output_dir>/logs`` (the engine writes the checkpoints itself, :mod:`gsp_hub.train.checkpoints`). The scheduler steps once per optimizer step (``step_scheduler_with_optimizer=False``: the engine steps it),
     so the schedule is the same for any number of processes."""
     output_dir = Path(config.output_dir)
     return Accelerator(
@@ -431,37 +439,36 @@ def create_accelerator(config: RunConfig) -> Accelerator:
         gradient_accumulation_steps=config.grad_accum,
         step_scheduler_with_optimizer=False,
         log_with="tensorboard",
-        project_config=ProjectConfiguration(
-            project_dir=str(output_dir),
-            logging_dir=str(output_dir / LOGS_DIR_NAME),
-            automatic_checkpoint_naming=True,
-            total_limit=config.checkpoints_total_limit,
-        ),
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / LOGS_DIR_NAME)),
     )
 
 
-def prepare_output_dir(config: RunConfig, accelerator: Accelerator, resume_dir: Path | None) -> None:
-    """After :func:`check_output_dir` and the data checks: clear an overwritten run's checkpoints and logs, and wait
-    for every rank."""
+def prepare_output_dir(config: RunConfig, accelerator: Accelerator, resume_dir: Path | None,
+                       run_files: Collection[str] = ()) -> None:
+    """After :func:`check_output_dir` and the data checks, for a new run: remove what a replaced run (``--overwrite``)
+    or a run that failed before its first checkpoint left — every file a run writes, the model first, moved aside
+    in one rename each before being deleted, so none of it can be mistaken for the new run's. Waits for every rank."""
     output_dir = Path(config.output_dir)
-    if accelerator.is_main_process and resume_dir is None and config.overwrite:
-        for name in (CHECKPOINTS_DIR_NAME, LOGS_DIR_NAME):
-            shutil.rmtree(output_dir / name, ignore_errors=True)
+    if accelerator.is_main_process and resume_dir is None and output_dir.is_dir():
+        ours = [MODEL_DIR_NAME, METRICS_FILE_NAME, CURVES_FILE_NAME, config.FILE_NAME, CHECKPOINTS_DIR_NAME,
+                LOGS_DIR_NAME, *run_files]
+        present = [output_dir / name for name in ours if (output_dir / name).exists()]
+        leftovers = [path for path in output_dir.iterdir() if path.name.startswith(_DISCARDED_PREFIX)]
+        if present:
+            discarded = Path(tempfile.mkdtemp(prefix=_DISCARDED_PREFIX, dir=output_dir))
+            for path in present:
+                os.replace(path, discarded / path.name)
+            leftovers.append(discarded)
+        for path in leftovers:
+            shutil.rmtree(path)
     accelerator.wait_for_everyone()  # every rank has checked the folder before rank 0 writes into it
-
-
-def checkpoint_numbers(directory: Path) -> list[int]:
-    """The numbers i of the ``checkpoint_<i>`` folders in ``directory``."""
-    if not directory.is_dir():
-        return []
-    return [int(match.group(1)) for path in directory.iterdir() if (match := re.fullmatch(r"checkpoint_(\d+)",
-                                                                                           path.name))]
 
 
 def check_output_dir(config: RunConfig, output_dir: Path, run_files: Collection[str] = ()) -> Path | None:
     """Check the output folder against --resume / --overwrite, and that it can be written and holds no files but a
-    run's (:data:`RUN_FILE_NAMES`, the config file, ``run_files``); reads only. Returns the checkpoint folder to
-    resume from."""
+    run's (:data:`RUN_FILE_NAMES`, the config file, ``run_files``); reads only. Returns the verified checkpoint
+    folder to resume from. A folder "holds a run" once it has a checkpoint folder, a model or metrics; a run that
+    failed before its first checkpoint does not block a new one."""
     check_writable_folder(output_dir, "--output-dir")
     checkpoints = output_dir / CHECKPOINTS_DIR_NAME
     if config.resume:
@@ -470,17 +477,24 @@ def check_output_dir(config: RunConfig, output_dir: Path, run_files: Collection[
             if not path.is_dir():
                 raise FileNotFoundError(f"--resume {config.resume}: no such checkpoint folder; pass 'latest' or a "
                                         f"folder like {checkpoints / 'checkpoint_0'}.")
+            problem = checkpoint_problem(path)
+            if problem is not None:
+                raise CheckpointError(f"--resume {path}: not a complete checkpoint: {problem}; pass 'latest' to take "
+                                      "the newest complete one.")
             return path
-        numbers = checkpoint_numbers(checkpoints)
-        if not numbers:
-            raise FileNotFoundError(f"--resume latest: no checkpoint in {checkpoints}; check --output-dir, or start "
-                                    "a new run without --resume.")
-        return checkpoints / f"checkpoint_{max(numbers)}"
-    if ((output_dir / config.FILE_NAME).exists() or checkpoints.exists()) and not config.overwrite:
+        latest = latest_checkpoint(checkpoints)
+        if latest is None:
+            raise FileNotFoundError(f"--resume latest: no complete checkpoint in {checkpoints}; check --output-dir, "
+                                    "or start a new run without --resume.")
+        return latest
+    holds_run = bool(checkpoint_numbers(checkpoints)) or any(
+        (output_dir / name).exists() for name in (MODEL_DIR_NAME, METRICS_FILE_NAME))
+    if holds_run and not config.overwrite:
         raise ValueError(f"--output-dir {output_dir} already holds a run; pass --resume latest to continue it, "
                          "--overwrite to start over in it, or another --output-dir.")
     known = RUN_FILE_NAMES | {config.FILE_NAME, *run_files}
-    foreign = sorted(path.name for path in output_dir.iterdir() if path.name not in known) \
+    foreign = sorted(path.name for path in output_dir.iterdir()
+                     if path.name not in known and not path.name.startswith(_DISCARDED_PREFIX)) \
         if output_dir.is_dir() else []
     if foreign and not config.overwrite:
         raise ValueError(f"--output-dir {output_dir} holds files that are not part of a gsp_hub run ({foreign[:5]}); "

@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -106,12 +107,18 @@ def write_checkpoint(accelerator: Any, checkpoints_dir: Path, number: int, write
     return final
 
 
+def _file_entry(path: Path) -> dict[str, Any]:
+    """fsync ``path``; its manifest entry (size, SHA-256)."""
+    _fsync(path)
+    return {"size": path.stat().st_size, "sha256": _sha256(path)}
+
+
 def _complete(folder: Path, *, step: int, version: str) -> None:
-    """fsync every file, then write the manifest (sizes and SHA-256) last and fsync the folder."""
-    entries = {}
-    for path in _files(folder):
-        _fsync(path)
-        entries[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+    """fsync every file and hash it (files in parallel threads: hashlib and fsync release the GIL), then write the
+    manifest (sizes and SHA-256) last and fsync the folder."""
+    files = _files(folder)
+    with ThreadPoolExecutor(max_workers=max(1, min(len(files), os.cpu_count() or 1))) as pool:
+        entries = dict(zip((path.relative_to(folder).as_posix() for path in files), pool.map(_file_entry, files)))
     write_json(folder / MANIFEST_NAME, {"format": _FORMAT, "step": step, "gsp_hub_version": version, "files": entries})
     _fsync(folder / MANIFEST_NAME)
     _fsync(folder)

@@ -1,0 +1,84 @@
+"""Checkpoint overhead: gsp_hub's crash-safe save vs accelerate's plain ``save_state``, side by side in one process.
+
+For each model (the default job's ``metric_net`` on ``test_resnet``, and ``gsp_resnet50``) a real run is set up on
+the embedded data; then, interleaved ``--repeats`` times:
+
+* plain: ``accelerator.save_state(folder)`` + the run's own state files, straight into the folder (what the engine
+  did before: a kill leaves a partial folder under the final name);
+* safe: ``Trainer.save_checkpoint()`` (a ``.partial`` folder, fsync of every file, SHA-256 manifest, rename, pruning).
+
+It prints the median seconds of each, their ratio, and the safe save as a share of one epoch (the median step time
+of a few real steps times the steps of an epoch). Goals (issue 19): ratio <= 1.2 and <= 2 % of an epoch.
+
+    python benchmarks/bench_checkpoint.py --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from gsp_hub.train import BatchOutputs, Callback, MetricLearningTask, TrainConfig, Trainer
+from gsp_hub.train.state import save_training_state
+
+MODELS = {
+    "default job (metric_net / test_resnet)": {},
+    "gsp_resnet50": {"model": "gsp_resnet50", "embed_dim": 512, "backbone_kwargs": {}, "batch_size": 48},
+}
+
+
+class StepTimes(Callback):
+    """The wall time of every training batch."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+    def on_train_batch(self, outputs: BatchOutputs) -> None:
+        self.stamps.append(time.perf_counter())
+
+
+def measure(name: str, overrides: dict, repeats: int, steps: int) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        timer = StepTimes()
+        config = TrainConfig(output_dir=str(Path(scratch) / "run"), eval_at_start=False, verify_images=False,
+                             max_steps=steps + 1, checkpoints_total_limit=1, **overrides)
+        trainer = Trainer(MetricLearningTask(config), callbacks=[timer])
+        trainer.train_one_epoch()
+        step_seconds = statistics.median(b - a for a, b in zip(timer.stamps, timer.stamps[1:]))
+        epoch_seconds = step_seconds * trainer.steps_per_epoch
+        plain, safe = [], []
+        for repeat in range(repeats):
+            folder = Path(scratch) / f"plain_{repeat}"
+            started = time.perf_counter()
+            trainer.accelerator.save_state(output_dir=str(folder))
+            save_training_state(folder, trainer._stateful())
+            plain.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            trainer.save_checkpoint()
+            safe.append(time.perf_counter() - started)
+        size = sum(path.stat().st_size for path in (Path(scratch) / "plain_0").iterdir()) / 1e6
+        plain_median, safe_median = statistics.median(plain), statistics.median(safe)
+        print(f"{name}: checkpoint {size:.1f} MB; plain save {plain_median:.3f} s, crash-safe save "
+              f"{safe_median:.3f} s -> ratio {safe_median / plain_median:.2f}; epoch ~{epoch_seconds:.1f} s "
+              f"({trainer.steps_per_epoch} steps x {step_seconds:.3f} s) -> safe save = "
+              f"{100 * safe_median / epoch_seconds:.2f} % of an epoch", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved saves of each kind (default 5)")
+    parser.add_argument("--steps", type=int, default=4, help="timed training steps for the epoch estimate")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads")
+    for name, overrides in MODELS.items():
+        measure(name, overrides, args.repeats, args.steps)
+
+
+if __name__ == "__main__":
+    main()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from abc import ABC, abstractmethod
 import os
 import shutil
 import tempfile
@@ -102,7 +103,7 @@ class TrainingStep:
     log_values: Callable[[], dict[str, float]]
 
 
-class Task:
+class Task(ABC):
     """The parts of one kind of run; :class:`Trainer` calls them in this order.
 
     1. :meth:`load_data` — before anything is written or built: load and split the data, run every check that needs
@@ -129,14 +130,17 @@ class Task:
     test_data: Any
     validation_data: Any | None
 
+    @abstractmethod
     def load_data(self, accelerator: Accelerator) -> DatasetSplits:
-        raise NotImplementedError
+        """Load and split the data and run the checks that need only the labels (nothing written or built yet)."""
 
+    @abstractmethod
     def build(self, accelerator: Accelerator, *, resuming: bool) -> None:
-        raise NotImplementedError
+        """Set :attr:`model`, :attr:`network`, :attr:`test_data`, :attr:`validation_data` and the loss."""
 
+    @abstractmethod
     def create_optimizer(self) -> torch.optim.Optimizer:
-        raise NotImplementedError
+        """The optimizer over the trained parameters; every group has ``initial_lr`` (the schedule's base)."""
 
     def callbacks(self, trainer: Trainer) -> list[Callback]:
         """The callbacks the task's parts need (none by default)."""
@@ -146,21 +150,22 @@ class Task:
         """Parts besides the model and optimizer whose state a checkpoint holds (e.g. a loss with parameters)."""
         return {}
 
+    @abstractmethod
     def batches_per_epoch(self, num_processes: int) -> int:
         """Micro-batches per process and epoch (the engine rounds down to whole optimizer steps)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def train_batches(self, epoch: int, *, skip: int, num_replicas: int, rank: int) -> Iterable[Any]:
         """This process's micro-batches of ``epoch`` without the first ``skip`` (a function of seed and epoch)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def training_step(self, network: nn.Module, batch: Any, step: int) -> TrainingStep:
-        raise NotImplementedError
+        """The loss of one micro-batch (not yet backpropagated) and what the callbacks see of it."""
 
+    @abstractmethod
     def evaluate(self, network: nn.Module, loader: DataLoader, accelerator: Accelerator) -> dict[str, float]:
         """The metrics of the current network on one evaluation split (gathered over processes); must leave every
         RNG untouched."""
-        raise NotImplementedError
 
     def describe_metrics(self, metrics: Mapping[str, float]) -> str:
         """The headline metrics as a log-line fragment."""
@@ -173,9 +178,9 @@ class Task:
     def on_prepared(self, trainer: Trainer) -> None:
         """Called once the trainer is ready (after resuming), before :meth:`Trainer.run`."""
 
+    @abstractmethod
     def export(self, directory: Path, metrics: Mapping[str, float], selected_by: str) -> Path:
         """Write :attr:`model` with its test ``metrics`` as a Hub folder replacing ``directory``."""
-        raise NotImplementedError
 
     def summary(self) -> dict[str, Any]:
         """Entries the task adds to ``metrics.json``."""

@@ -38,7 +38,8 @@ import gsp_hub.models  # noqa: F401  (registers the gsp_hub architectures with t
 from gsp_hub.losses import CCPLoss, GSPLoss, LossTerms, XMLLoss, ZeroShotRegularizer, create_loss
 from gsp_hub.metrics import retrieval_metrics
 from gsp_hub.models.registry import unknown_model_error
-from gsp_hub.train.artifacts import METRICS_FILE_NAME, MODEL_DIR_NAME, export_model, write_json
+from gsp_hub.io import write_json
+from gsp_hub.train.artifacts import METRICS_FILE_NAME, MODEL_DIR_NAME, export_model
 from gsp_hub.train.callbacks import BatchOutputs, Callback, PrototypeInitCallback, needs_prototype_init
 from gsp_hub.train.ccp_callback import create_ccp_callback
 from gsp_hub.train.config import RunConfig, TrainConfig, describe_dataset

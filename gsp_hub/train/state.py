@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import safetensors.torch
 import torch
 
-from gsp_hub.train.artifacts import atomic_write_text
+from gsp_hub.io import atomic_write_text
 
 __all__ = ["STATE_FILE_STEM", "RunState", "Stateful", "load_training_state", "save_training_state"]
 

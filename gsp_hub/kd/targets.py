@@ -32,7 +32,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from gsp_hub.io import atomic_file
-from gsp_hub.kd.taps import INTERMEDIATE, PENULTIMATE, TeacherTaps, flatten_locations
+from gsp_hub.models.taps import INTERMEDIATE, PENULTIMATE, TeacherTaps, flatten_locations
 
 __all__ = [
     "DecisionTargets",

@@ -55,14 +55,9 @@ from gsp_hub.data import (
     make_splits,
     with_image_transform,
 )
-from gsp_hub.kd import (
-    DistillLossOutput,
-    HintonKDLoss,
-    LeTKDLoss,
-    LeTKDTargets,
-    TeacherTaps,
-    collect_teacher_locations,
-)
+from gsp_hub.kd import LeTKDTargets, collect_teacher_locations
+from gsp_hub.losses.distillation import DistillLossOutput, HintonKDLoss, LeTKDLoss
+from gsp_hub.models.taps import TeacherTaps
 from gsp_hub.train.artifacts import MODEL_DIR_NAME, export_model
 from gsp_hub.train.data import SeededBatchDataset, eval_loader, prepare_eval_loaders
 from gsp_hub.train.distill import DistillConfig

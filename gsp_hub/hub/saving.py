@@ -1,11 +1,14 @@
-"""Export a timm-built model to a Hugging Face Hub folder: config.json + model.safetensors + README.md.
+"""Save a timm-built model as a Hugging Face Hub folder (an "export"): config.json + model.safetensors + README.md.
+
+The counterpart of :mod:`gsp_hub.hub.loading`; deployment formats (ONNX, ``torch.export``) are :mod:`gsp_hub.export`.
 
 The folder is timm's own Hub format (``timm.models.save_for_hf``), adjusted so every loader accepts it:
 ``model_args['num_classes']`` is removed (transformers' TimmWrapper passes ``num_classes`` itself; the top-level
 ``num_classes`` still tells timm the head size), ``backbone_pretrained`` is forced to ``False`` (the export holds the
 trained weights), and the gsp_hub metadata (version, metrics, dataset, recipe, card options, weights checksum) goes into
 a top-level ``"gsp_hub"`` block, which timm and transformers ignore. The README is the model card built from that
-config (:mod:`gsp_hub.hub.card`). Everything is validated first, then written atomically (:func:`gsp_hub.io.atomic_directory`).
+config (:mod:`gsp_hub.hub.card`). Everything is validated first, then written atomically
+(:func:`gsp_hub.io.atomic_directory`).
 """
 
 from __future__ import annotations

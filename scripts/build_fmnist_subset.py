@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from gsp_hub.io import atomic_file
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "gsp_hub" / "data" / "fashion_mnist_subset.npz"
@@ -73,17 +73,9 @@ def build_subset(source_dir: Path, train_per_class: int, test_per_class: int) ->
 
 
 def save_npz_atomically(arrays: dict[str, np.ndarray], output: Path) -> None:
-    """np.savez_compressed to a temporary file next to ``output``, then os.replace."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(suffix=".npz.tmp", dir=output.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; package data must be world-readable
-        os.replace(tmp_name, output)
-    except BaseException:
-        os.unlink(tmp_name)
-        raise
+    """np.savez_compressed to a temporary file next to ``output``, then os.replace (world-readable package data)."""
+    with atomic_file(output) as temporary, temporary.open("wb") as file:
+        np.savez_compressed(file, **arrays)
 
 
 def main() -> None:

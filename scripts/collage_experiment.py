@@ -30,9 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -41,6 +39,7 @@ import numpy as np
 import torch
 
 from gsp_hub.data import build_tin_collage, collage_location_cells, load_image_dataset
+from gsp_hub.io import write_json
 from gsp_hub.metrics import retrieval_metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -209,17 +208,7 @@ def report(runs: list[dict], names: list[str], references: dict[str, dict[str, f
     print(f"{label}:\n{table}", flush=True)
     if out:
         write_json(Path(out), {"command": command, "seeds": sorted({r["seed"] for r in runs}), "summary": summary,
-                               "references": references, "table": table, "runs": runs})
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Atomic JSON write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        json.dump(payload, file, indent=1)
-        file.write("\n")
-    os.replace(temporary, path)
+                               "references": references, "table": table, "runs": runs}, indent=1)
 
 
 def add_seeded_run_arguments(parser: argparse.ArgumentParser, default_variants: tuple[str, ...]) -> None:

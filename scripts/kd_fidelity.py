@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from collage_experiment import summarise, write_json  # noqa: E402
+from collage_experiment import summarise  # noqa: E402
 
+from gsp_hub.io import write_json  # noqa: E402
 from gsp_hub.train.distill import METHODS, DistillConfig  # noqa: E402
 from gsp_hub.train.distillation import distill  # noqa: E402
 
@@ -133,14 +134,14 @@ def main(argv: list[str] | None = None) -> int:
         for method in methods:
             runs.append(run(args, method, seed, eval_teacher=not any("teacher_top1" in r["metrics"] for r in runs)))
             if args.out:  # partial results survive a stop
-                write_json(Path(args.out), {"command": command, "runs": runs})
+                write_json(Path(args.out), {"command": command, "runs": runs}, indent=1)
     teacher_top1 = float(np.mean([r["metrics"]["teacher_top1"] for r in runs if "teacher_top1" in r["metrics"]]))
     summary = summarise(runs, names, names[0], KEYS)
     table = markdown(summary, names[0], teacher_top1)
     print(table)
     if args.out:
         write_json(Path(args.out), {"command": command, "seeds": sorted({r["seed"] for r in runs}),
-                                    "summary": summary, "table": table, "runs": runs})
+                                    "summary": summary, "table": table, "runs": runs}, indent=1)
     return 0
 
 

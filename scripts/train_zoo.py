@@ -25,11 +25,8 @@ model card records its exact command. ``scripts/tin_fidelity.py`` repeats the he
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,6 +46,7 @@ from gsp_hub.data import (
     load_image_dataset,
 )
 from gsp_hub.hub import DatasetRef, save_pretrained
+from gsp_hub.io import atomic_file, write_json
 from gsp_hub.losses import GSPLoss, ZeroShotRegularizer, create_loss
 from gsp_hub.metrics import format_metrics, retrieval_metrics
 from gsp_hub.models.pretrained import (
@@ -127,10 +125,8 @@ def cache_maps(split: Dataset, rows: np.ndarray, folder: Path, image_size: int, 
             "labels": torch.as_tensor(batch["label"], dtype=torch.long),
             "rows": torch.as_tensor(chunk_rows, dtype=torch.long),
         }
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=folder)
-        os.close(handle)
-        save_file(tensors, temporary)
-        os.replace(temporary, target)
+        with atomic_file(target) as temporary:
+            save_file(tensors, str(temporary))
     return folder
 
 
@@ -425,7 +421,7 @@ def export(args: argparse.Namespace, model: torch.nn.Module, recipe: HeadRecipe,
                      "crop_pct": 1.0, "mean": LITE0_MEAN, "std": LITE0_STD},
     )
     plot_training_curves(history, folder / "curves.png")
-    (folder / "history.json").write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
+    write_json(folder / "history.json", history, indent=1)
     if args.figures:
         write_card_figures(model, folder, args.data_dir, transport_map=recipe.pool == "gsp")
     return folder

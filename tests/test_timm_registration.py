@@ -63,4 +63,4 @@ def test_public_names_resolve_on_first_use() -> None:
         print(all(hasattr(gsp_hub, name) for name in gsp_hub.__all__), set(gsp_hub.__all__) <= set(dir(gsp_hub)))
         print(gsp_hub.kd.__name__, gsp_hub.hub.save_pretrained.__module__)
     """) == ("gsp_hub.layers.gsp gsp_hub.hub.loading gsp_hub.models MetricNet\nTrue True\n"
-             "gsp_hub.kd gsp_hub.hub.export\n")
+             "gsp_hub.kd gsp_hub.hub.saving\n")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from torch.utils._pytree import tree_leaves
 
 from gsp_hub.checks import check_float
 from gsp_hub.export.program import ExportError, check_images, eval_mode
+from gsp_hub.io import atomic_file
 
 __all__ = ["DEFAULT_ATOL", "ExportResult", "checked_export_path", "max_abs_difference", "publish_checked"]
 
@@ -117,11 +117,7 @@ def publish_checked(
     images = check_images(check_inputs, "check_inputs")
     batches = [images] if images.shape[0] == 1 else [images, images[:1]]
     target = checked_export_path(path, suffix, format_name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.stem}.tmp-", suffix=suffix, dir=target.parent)
-    os.close(handle)
-    temp_path = Path(temp_name)
-    try:
+    with atomic_file(target) as temp_path:
         write(temp_path)
         run = load(temp_path)
         with eval_mode(model):
@@ -132,10 +128,6 @@ def publish_checked(
                 f"(atol {atol:g}); nothing was written to {target}. A large difference means an operator is "
                 "translated wrongly; please report it with the model name."
             )
-        os.chmod(temp_path, 0o644)  # mkstemp creates 0o600; an export is meant to be shared
-        os.replace(temp_path, target)
-    finally:
-        temp_path.unlink(missing_ok=True)
     return ExportResult(
         path=target,
         format=format_name,

@@ -32,7 +32,7 @@ __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         "gsp_hub.hub.card": ("CITATIONS", "DatasetRef", "build_model_card"),
-        "gsp_hub.hub.export": ("read_export_metadata", "save_pretrained", "update_card"),
+        "gsp_hub.hub.saving": ("read_export_metadata", "save_pretrained", "update_card"),
         "gsp_hub.hub.loading": ("ModelSource", "from_pretrained", "load_model", "load_weights", "locate_model"),
         "gsp_hub.hub.push": ("push_to_hub",),
     },

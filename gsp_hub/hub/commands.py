@@ -105,7 +105,7 @@ def _card_inputs(args: argparse.Namespace, source: Path | None) -> dict[str, Any
 
 def _export_hub(model: Any, args: argparse.Namespace) -> Path:
     """Write a Hub folder; card metadata not given by flags is kept from the source export."""
-    from gsp_hub.hub.export import save_pretrained
+    from gsp_hub.hub.saving import save_pretrained
     from gsp_hub.hub.loading import read_export_config
 
     export = _locate_source(args).export
@@ -147,7 +147,7 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _card(args: argparse.Namespace) -> int:
-    from gsp_hub.hub.export import README_NAME, update_card
+    from gsp_hub.hub.saving import README_NAME, update_card
 
     inputs = _card_inputs(args, None)
     folder = update_card(args.directory, **inputs)

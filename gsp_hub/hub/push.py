@@ -10,7 +10,7 @@ from typing import Any
 from huggingface_hub import CommitInfo, HfApi
 from torch import nn
 
-from gsp_hub.hub.export import README_NAME, check_repo_id, read_export_metadata, save_pretrained
+from gsp_hub.hub.saving import README_NAME, check_repo_id, read_export_metadata, save_pretrained
 from gsp_hub.hub.loading import CONFIG_NAME, WEIGHTS_NAME
 
 __all__ = ["push_to_hub"]

@@ -9,7 +9,7 @@ Usage::
     index.save("gallery.index", overwrite=True)
     hits = index.search_images(model, [PIL.Image.open("query.jpg")], k=10)[0]   # list[Neighbour]
 
-On disk an index is a folder, always replaced as a whole (temp folder + rename, :mod:`gsp_hub.hub.atomic`):
+On disk an index is a folder, always replaced as a whole (temp folder + rename, :func:`gsp_hub.io.atomic_directory`):
 
 * ``index.json`` — format tag and version, model id, model fingerprint (``config_hash``, see
   :func:`~gsp_hub.index.embedding.model_fingerprint`), preprocessing (``data_config``), faiss settings, the measured
@@ -43,8 +43,8 @@ from datasets import Dataset
 from torch import nn
 
 from gsp_hub.checks import check_int
-from gsp_hub.hub.atomic import atomic_directory
 from gsp_hub.hub.loading import file_sha256
+from gsp_hub.io import atomic_directory
 from gsp_hub.index.embedding import (
     GalleryItem,
     embed_images,

@@ -20,8 +20,6 @@ no rows are dropped; seeds are fixed; a sub-class that received no location gets
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +31,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from gsp_hub.kd.taps import INTERMEDIATE, PENULTIMATE, TeacherTaps, flatten_locations
+from gsp_hub.io import atomic_file
+from gsp_hub.models.taps import INTERMEDIATE, PENULTIMATE, TeacherTaps, flatten_locations
 
 __all__ = [
     "DecisionTargets",
@@ -331,20 +330,12 @@ class LeTKDTargets(nn.Module):
 
     def save(self, path: str | Path) -> None:
         """Write all buffers to one safetensors file, atomically (temp file in the same folder, then replace)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         metadata = {"format": _FORMAT, "version": "1"}
         if self.intermediate is not None:
             metadata["subclasses_per_class"] = str(self.intermediate.subclasses_per_class)
         tensors = {name: value.contiguous() for name, value in self.state_dict().items()}
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
-        try:
-            save_file(tensors, tmp, metadata=metadata)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(path) as temp:
+            save_file(tensors, str(temp), metadata=metadata)
 
     @classmethod
     def load(cls, path: str | Path) -> LeTKDTargets:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from gsp_hub.checks import check_int
-from gsp_hub.layers.kcenter import greedy_k_center
+from gsp_hub.layers.ops import greedy_k_center, unit_ball
 from gsp_hub.layers.pooling import register_pool, to_tokens
 from gsp_hub.layers.transport import (
     GAP_RATIO_THRESHOLD,
@@ -25,7 +25,7 @@ from gsp_hub.layers.transport import (
     solver_dtype,
 )
 
-__all__ = ["GSP", "GSPOutput", "prototype_costs", "unit_ball"]
+__all__ = ["GSP", "GSPOutput", "prototype_costs"]
 
 
 @dataclass
@@ -40,11 +40,6 @@ class GSPOutput:
     pooled: Tensor
     attributes: Tensor
     weights: Tensor
-
-
-def unit_ball(x: Tensor) -> Tensor:
-    """Project the rows of ``x`` (..., D) into the unit ball: x / max(1, ||x||); shorter rows are unchanged."""
-    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp(min=1.0)
 
 
 def prototype_costs(features: Tensor, prototypes: Tensor) -> Tensor:

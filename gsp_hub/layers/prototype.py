@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from gsp_hub.checks import check_int
-from gsp_hub.layers.gsp import GSPOutput, unit_ball
+from gsp_hub.layers.gsp import GSPOutput
+from gsp_hub.layers.ops import unit_ball
 from gsp_hub.layers.pooling import register_pool, to_tokens
 
 __all__ = ["PrototypePool"]

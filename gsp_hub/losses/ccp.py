@@ -29,7 +29,7 @@ from pytorch_metric_learning.distances import DotProductSimilarity, LpDistance
 from pytorch_metric_learning.losses import BaseMetricLossFunction, ContrastiveLoss, NCALoss
 from torch import Tensor, nn
 
-from gsp_hub.layers.gsp import unit_ball
+from gsp_hub.layers.ops import unit_ball
 from gsp_hub.losses.registry import SumPerAnchorReducer, register_loss
 
 __all__ = [

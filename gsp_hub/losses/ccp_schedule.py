@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from gsp_hub.layers.kcenter import greedy_k_center
+from gsp_hub.layers.ops import greedy_k_center
 from gsp_hub.losses.ccp import CCPLoss
 
 __all__ = ["CCPSchedule", "PlateauRule", "group_by_class", "reinit_proxies_", "reset_optimizer_state_"]

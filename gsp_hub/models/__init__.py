@@ -1,18 +1,48 @@
-"""timm-facing architectures. Importing this package registers every gsp_hub model with timm."""
+"""timm-facing architectures and model wrappers. Importing this package registers every gsp_hub model with timm.
+
+MetricNet, the CIFAR ResNets, the letKD students and their registry / zoo tags, and the tapped student / teacher of
+distillation (:mod:`~gsp_hub.models.taps`: TappedModel, TeacherTaps, insert_letkd_layers, tm_student).
+"""
 
 from gsp_hub.models.cifar_resnet import CifarResNet, load_cifar10_weights
 from gsp_hub.models.letkd import letkd_cifar_resnet20
 from gsp_hub.models.metric_net import MetricNet
 from gsp_hub.models.registry import NAMED_MODELS, data_cfg_of_backbone
+from gsp_hub.models.taps import (
+    INTERMEDIATE,
+    PENULTIMATE,
+    KDTap,
+    TapInfo,
+    TappedModel,
+    TeacherOutput,
+    TeacherTaps,
+    flatten_locations,
+    insert_letkd_layers,
+    match_grid,
+    resolve_intermediate_module,
+    tm_student,
+)
 
 __all__ = [
+    "INTERMEDIATE",
+    "PENULTIMATE",
     "CifarResNet",
+    "KDTap",
     "MetricNet",
     "NAMED_MODELS",
+    "TapInfo",
+    "TappedModel",
+    "TeacherOutput",
+    "TeacherTaps",
     "data_cfg_of_backbone",
+    "flatten_locations",
+    "insert_letkd_layers",
     "letkd_cifar_resnet20",
     "list_gsp_models",
     "load_cifar10_weights",
+    "match_grid",
+    "resolve_intermediate_module",
+    "tm_student",
 ]
 
 

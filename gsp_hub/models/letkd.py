@@ -3,7 +3,7 @@
 * ``letkd_student`` is any timm classifier with LeTKD layers, built from its config: ``student`` (the classifier's
   timm name), ``num_classes``, ``input_size`` (C, H, W of the training images, which fixes the tap grids),
   ``pen_codes`` (templates of the penultimate layer), ``inter_codes`` (templates of the intermediate layer; 0 for
-  letKD-1), ``alpha_pen``, ``alpha_inter`` and ``inter_module`` (see :func:`gsp_hub.kd.resolve_intermediate_module`);
+  letKD-1), ``alpha_pen``, ``alpha_inter`` and ``inter_module`` (see :func:`gsp_hub.models.taps.resolve_intermediate_module`);
   other keyword arguments go to the student's constructor. A new model takes the student's preprocessing (mean,
   std, interpolation, crop) at ``input_size``.
 * ``letkd_cifar_resnet20`` is the zoo's published student: ``cifar_resnet20`` with a letKD-1 layer of
@@ -17,7 +17,7 @@ Both come from one builder and record every argument in ``model_args``, so an ex
     model = timm.create_model("letkd_cifar_resnet20.cifar10", pretrained=True)    # the zoo's distilled student
     classes = model(images).argmax(1)                                              # images (B, 3, 32, 32)
 
-The ``state_dict`` is :class:`~gsp_hub.kd.TappedModel`'s: ``model.*`` for the classifier (an intermediate block
+The ``state_dict`` is :class:`~gsp_hub.models.taps.TappedModel`'s: ``model.*`` for the classifier (an intermediate block
 becomes ``<block>.block.*`` next to its layer ``<block>.layer.*``) and ``pen_layer.*`` for the penultimate layer.
 """
 
@@ -29,9 +29,8 @@ from typing import Any
 import timm
 from timm.models import build_model_with_cfg, generate_default_cfgs, get_pretrained_cfg, register_model
 
-from gsp_hub.kd.taps import TappedModel
-from gsp_hub.kd.taps import letkd_student as insert_letkd_layers
 from gsp_hub.models.cifar_resnet import cifar_pretrained_cfg
+from gsp_hub.models.taps import TappedModel, insert_letkd_layers
 from gsp_hub.models.zoo import zoo_model_args, zoo_pretrained_cfgs
 
 __all__ = ["letkd_cifar_resnet20", "letkd_student"]

@@ -13,7 +13,6 @@ Layout of a run folder::
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,24 +21,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["METRICS_FILE_NAME", "MODEL_DIR_NAME", "atomic_write_text", "export_model", "write_json"]
+__all__ = ["METRICS_FILE_NAME", "MODEL_DIR_NAME", "export_model"]
 
 MODEL_DIR_NAME = "model"
 METRICS_FILE_NAME = "metrics.json"
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, path)
-
-
-def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
-    """Atomically write ``data`` as indented JSON."""
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def export_model(

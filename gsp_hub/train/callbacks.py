@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gsp_hub.layers import unit_ball
+from gsp_hub.layers.ops import unit_ball
 
 __all__ = ["BatchOutputs", "Callback", "PrototypeInitCallback", "needs_prototype_init"]
 

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from gsp_hub.train.artifacts import write_json
+from gsp_hub.io import write_json
 
 __all__ = [
     "MANIFEST_NAME",

@@ -166,7 +166,7 @@ def _run_eval(args: argparse.Namespace) -> int:
               f"{splits.summary}):")
         print(format_metrics(metrics))
         if args.output:
-            from gsp_hub.train.artifacts import write_json
+            from gsp_hub.io import write_json
 
             write_json(args.output, metrics)
     accelerator.wait_for_everyone()

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 from gsp_hub.checks import check_float, check_int, check_kwargs
-from gsp_hub.train.artifacts import atomic_write_text
+from gsp_hub.io import atomic_write_text
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict

@@ -9,7 +9,7 @@ Methods (shared/spec/letkd.md):
 
 * ``vanilla``: CE only (the teacher is only evaluated, for reference);
 * ``kd``: Hinton KD, ``0.1 * CE + 0.9 * T^2 * KL`` at T = 4 on the teacher's logits;
-* ``letkd1`` / ``letkd2``: a :class:`~gsp_hub.kd.LeTKDLayer` at the penultimate map (and, letkd2, after the first
+* ``letkd1`` / ``letkd2``: a :class:`~gsp_hub.layers.LeTKDLayer` at the penultimate map (and, letkd2, after the first
   block of the last stage), CE + dense KL to the teacher targets. The targets (k-means codebook, LDA sub-class
   decisions) are fitted once on the non-augmented train split and saved as ``letkd_targets.safetensors`` in the
   run folder; a resumed run loads them.
@@ -55,14 +55,9 @@ from gsp_hub.data import (
     make_splits,
     with_image_transform,
 )
-from gsp_hub.kd import (
-    DistillLossOutput,
-    HintonKDLoss,
-    LeTKDLoss,
-    LeTKDTargets,
-    TeacherTaps,
-    collect_teacher_locations,
-)
+from gsp_hub.kd import LeTKDTargets, collect_teacher_locations
+from gsp_hub.losses.distillation import DistillLossOutput, HintonKDLoss, LeTKDLoss
+from gsp_hub.models.taps import TeacherTaps
 from gsp_hub.train.artifacts import export_model
 from gsp_hub.train.callbacks import BatchOutputs, Callback
 from gsp_hub.train.config import describe_dataset

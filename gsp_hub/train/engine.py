@@ -49,7 +49,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from gsp_hub.data import DatasetSplits
-from gsp_hub.train.artifacts import METRICS_FILE_NAME, MODEL_DIR_NAME, write_json
+from gsp_hub.io import write_json
+from gsp_hub.train.artifacts import METRICS_FILE_NAME, MODEL_DIR_NAME
 from gsp_hub.train.callbacks import BatchOutputs, Callback
 from gsp_hub.train.checkpoints import (
     CheckpointError,

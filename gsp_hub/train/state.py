@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import safetensors.torch
 import torch
 
-from gsp_hub.train.artifacts import atomic_write_text
+from gsp_hub.io import atomic_file, atomic_write_text
 
 __all__ = ["STATE_FILE_STEM", "RunState", "Stateful", "load_training_state", "save_training_state"]
 
@@ -69,9 +69,8 @@ def save_training_state(directory: str | os.PathLike[str], objects: Mapping[str,
             else:
                 values[name][key] = value
     directory = Path(directory)
-    temp = directory / f".{STATE_FILE_STEM}.safetensors.tmp-{os.getpid()}"
-    safetensors.torch.save_file(tensors, str(temp))
-    os.replace(temp, directory / f"{STATE_FILE_STEM}.safetensors")
+    with atomic_file(directory / f"{STATE_FILE_STEM}.safetensors") as temp:
+        safetensors.torch.save_file(tensors, str(temp))
     atomic_write_text(directory / f"{STATE_FILE_STEM}.json", json.dumps(values, indent=1))
 
 

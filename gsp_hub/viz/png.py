@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from matplotlib.figure import Figure
+
+from gsp_hub.io import atomic_file
 
 __all__ = ["check_png_path", "save_png"]
 
@@ -25,13 +26,6 @@ def save_png(figure: Figure, path: str | os.PathLike[str], *, dpi: int = 100) ->
     then moved into place with ``os.replace``, so that a reader never sees a half-written image. Returns the
     absolute path."""
     target = check_png_path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.stem}.tmp-", suffix=".png", dir=target.parent)
-    os.close(handle)
-    try:
-        figure.savefig(temp_name, dpi=dpi)
-        os.chmod(temp_name, 0o644)
-        os.replace(temp_name, target)
-    finally:
-        Path(temp_name).unlink(missing_ok=True)
+    with atomic_file(target) as temp:
+        figure.savefig(temp, dpi=dpi)
     return target

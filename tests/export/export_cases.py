@@ -16,7 +16,7 @@ from torch import nn
 import gsp_hub  # noqa: F401  (registers the architectures, the pools and cifar_resnet20)
 from gsp_hub.data import create_image_transforms, decode_image
 from gsp_hub.export import ExportResult, default_example_inputs
-from gsp_hub.kd import letkd_student
+from gsp_hub.models.taps import insert_letkd_layers
 
 SHARED_DATA = Path(os.environ.get("GSP_HUB_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 CIFAR_TEST = SHARED_DATA / "cifar10-jpeg" / "data" / "test-00000-of-00001.parquet"
@@ -51,7 +51,7 @@ def build_case(case: str) -> nn.Module:
     torch.manual_seed(0)
     if case == "letkd_student":
         base = timm.create_model("cifar_resnet20")
-        return letkd_student(base, input_size=(3, 32, 32), pen_codes=64, inter_codes=80).eval()
+        return insert_letkd_layers(base, input_size=(3, 32, 32), pen_codes=64, inter_codes=80).eval()
     pool = "gsp" if case == "vit_gsp" else case
     backbone, backbone_kwargs = ("test_vit", {"img_size": 64}) if case == "vit_gsp" else ("test_resnet", {})
     pool_kwargs = {"gsp": {"num_prototypes": 8, "gamma": 20.0}, "proto": {"num_prototypes": 8}}.get(pool, {})

@@ -15,7 +15,6 @@ import torch
 from hub_fixtures import BACKBONE
 
 from gsp_hub.hub import from_pretrained, load_weights, save_pretrained
-from gsp_hub.hub.atomic import atomic_directory
 
 Snapshot = Callable[[Path], dict[str, bytes]]
 
@@ -193,15 +192,3 @@ def test_interrupted_export_leaves_the_old_export_intact(
     assert folder_state(export_copy) == before
     assert [p.name for p in export_copy.parent.iterdir()] == ["copy"]  # the staging folder is gone
 
-
-def test_atomic_directory_swaps_only_on_success(tmp_path: Path) -> None:
-    target = tmp_path / "out"
-    with atomic_directory(target) as staging:
-        (staging / "a.txt").write_text("old")
-    with pytest.raises(RuntimeError), atomic_directory(target) as staging:
-        (staging / "a.txt").write_text("new")
-        raise RuntimeError("writer failed")
-    assert (target / "a.txt").read_text() == "old"
-    with atomic_directory(target) as staging:
-        (staging / "b.txt").write_text("new")
-    assert [p.name for p in target.iterdir()] == ["b.txt"] and [p.name for p in tmp_path.iterdir()] == ["out"]

@@ -12,16 +12,9 @@ from safetensors.torch import save_file
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
 import gsp_hub.models.cifar_resnet  # noqa: F401  (registers cifar_resnet*)
-from gsp_hub.kd import (
-    INTERMEDIATE,
-    PENULTIMATE,
-    DecisionTargets,
-    LeTKDLoss,
-    LeTKDTargets,
-    PenultimateCodebook,
-    TeacherTaps,
-    collect_teacher_locations,
-)
+from gsp_hub.kd import DecisionTargets, LeTKDTargets, PenultimateCodebook, collect_teacher_locations
+from gsp_hub.losses import LeTKDLoss
+from gsp_hub.models.taps import INTERMEDIATE, PENULTIMATE, TeacherTaps
 
 
 def test_codebook_targets_equal_float64_softmax_of_negative_squared_distances() -> None:

@@ -12,7 +12,7 @@ import torch
 from pytorch_metric_learning.losses import ProxyAnchorLoss, ProxyNCALoss
 from torch import nn
 
-from gsp_hub.layers.kcenter import greedy_k_center
+from gsp_hub.layers.ops import greedy_k_center
 from gsp_hub.losses import (
     CCPLoss,
     CCPSchedule,

@@ -122,11 +122,11 @@ def test_letkd_student_keeps_the_given_weights_and_adds_fresh_kd_layers():
 @pytest.mark.parametrize(("student", "method"), [("cifar_resnet20", "letkd2"), ("test_resnet", "letkd1")])
 def test_a_distilled_letkd_student_loads_through_the_hub_contract_without_the_teacher(tmp_path, student, method):
     """2 steps of `distill`, then the exported model/ folder through timm local-dir: and gsp_hub.from_pretrained
-    equals a student built by hand (kd.letkd_student around the timm student) holding the run's final weights."""
+    equals a student built by hand (insert_letkd_layers around the timm student) holding the run's final weights."""
     import timm
 
     import gsp_hub
-    from gsp_hub.kd import letkd_student
+    from gsp_hub.models.taps import insert_letkd_layers
     from gsp_hub.train.distillation import distill
 
     config = DistillConfig(
@@ -137,8 +137,8 @@ def test_a_distilled_letkd_student_loads_through_the_hub_contract_without_the_te
     )
     summary = distill(config)
     assert summary["best"]["step"] == 2  # the exported model is the last one
-    trained = letkd_student(timm.create_model(student, num_classes=10), input_size=(3, 32, 32), pen_codes=16,
-                            inter_codes=20 if method == "letkd2" else 0)
+    trained = insert_letkd_layers(timm.create_model(student, num_classes=10), input_size=(3, 32, 32), pen_codes=16,
+                                  inter_codes=20 if method == "letkd2" else 0)
     trained.load_state_dict(_model_weights(tmp_path / "run"), strict=True)
     images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

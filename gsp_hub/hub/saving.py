@@ -1,11 +1,14 @@
-"""Export a timm-built model to a Hugging Face Hub folder: config.json + model.safetensors + README.md.
+"""Save a timm-built model as a Hugging Face Hub folder (an "export"): config.json + model.safetensors + README.md.
+
+The counterpart of :mod:`gsp_hub.hub.loading`; deployment formats (ONNX, ``torch.export``) are :mod:`gsp_hub.export`.
 
 The folder is timm's own Hub format (``timm.models.save_for_hf``), adjusted so every loader accepts it:
 ``model_args['num_classes']`` is removed (transformers' TimmWrapper passes ``num_classes`` itself; the top-level
 ``num_classes`` still tells timm the head size), ``backbone_pretrained`` is forced to ``False`` (the export holds the
 trained weights), and the gsp_hub metadata (version, metrics, dataset, recipe, card options, weights checksum) goes into
 a top-level ``"gsp_hub"`` block, which timm and transformers ignore. The README is the model card built from that
-config (:mod:`gsp_hub.hub.card`). Everything is validated first, then written atomically (:mod:`gsp_hub.hub.atomic`).
+config (:mod:`gsp_hub.hub.card`). Everything is validated first, then written atomically
+(:func:`gsp_hub.io.atomic_directory`).
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ from huggingface_hub.utils import validate_repo_id
 from timm.models import save_for_hf
 from torch import nn
 
-from gsp_hub.hub.atomic import atomic_directory
 from gsp_hub.hub.card import CARD_OPTIONS, DatasetRef, build_model_card, detect_methods, metric_spec
 from gsp_hub.hub.loading import CONFIG_NAME, WEIGHTS_NAME, file_sha256, read_export_config
+from gsp_hub.io import atomic_directory
 
 __all__ = ["README_NAME", "check_repo_id", "read_export_metadata", "save_pretrained", "update_card"]
 

@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 
 import gsp_hub.models.cifar_resnet  # noqa: F401  (registers cifar_resnet*)
-from gsp_hub.kd import INTERMEDIATE, PENULTIMATE, LeTKDLayer, TMBlock, tm_loss, tm_student
+from gsp_hub.layers import LeTKDLayer, TMBlock
+from gsp_hub.losses import tm_loss
+from gsp_hub.models.taps import INTERMEDIATE, PENULTIMATE, tm_student
 
 
 def test_parameter_count_matches_spec_formula() -> None:

@@ -4,7 +4,7 @@ Reading of a conv block as template matching: a 1x1 conv scores each location ag
 as a thresholded soft arg-max over them, the next conv embeds the selected templates, and the result is added to
 the identity. The TM block ties the templates to the class labels: K = num_classes x templates_per_class cosine
 templates in class-major order (channel c*m + j is template j of class c), supervised at every location by the
-image label. It is a :class:`~gsp_hub.kd.layer.LeTKDLayer` with class-indexed templates plus a label loss; no
+image label. It is a :class:`~gsp_hub.layers.letkd.LeTKDLayer` with class-indexed templates plus a label loss; no
 teacher is involved and the block stays in the model at inference.
 
 Inferred choices (the paper body was not available), exposed as options:
@@ -15,26 +15,24 @@ Inferred choices (the paper body was not available), exposed as options:
   label, averaged over B*h*w; ``image`` = cross-entropy of the class scores averaged over locations, over B.
 * Placement: like the LeTKD intermediate layer, after the first block of the last stage (``taps=("intermediate",)``),
   optionally also at the penultimate map. The block is **added** after the existing block, not replacing it.
-* Loss: ``CE(logits, y) + lambda_tm * sum over blocks of label_loss`` (:func:`tm_loss`), lambda_tm = 1.
+* Loss: ``CE(logits, y) + lambda_tm * sum over blocks of label_loss``
+  (:func:`gsp_hub.losses.distillation.tm_loss`), lambda_tm = 1.
 
-Training: build ``tm_student(timm_model, input_size=..., num_classes=C)`` and train it as a classifier with
-:func:`tm_loss` (the distillation loop's ``--method tm``: same loop, no teacher).
+Training: build :func:`gsp_hub.models.taps.tm_student` ``(timm_model, input_size=..., num_classes=C)`` and train it
+as a classifier with :func:`gsp_hub.losses.distillation.tm_loss` (the distillation loop's ``--method tm``: same loop,
+no teacher).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from gsp_hub.kd.layer import LeTKDLayer
-from gsp_hub.kd.losses import DistillLossOutput
-from gsp_hub.kd.taps import INTERMEDIATE, TappedModel
+from gsp_hub.layers.letkd import LeTKDLayer
 
-__all__ = ["TMBlock", "tm_loss", "tm_student"]
+__all__ = ["ClassPool", "LabelMode", "TMBlock"]
 
 ClassPool = Literal["max", "lse", "none"]
 LabelMode = Literal["dense", "image"]
@@ -47,7 +45,7 @@ class TMBlock(LeTKDLayer):
         channels: channels of the map the block sits on.
         num_classes: number of classes C the templates are tied to.
         templates_per_class: m templates per class.
-        alpha, match_scale, value_scale: as in :class:`~gsp_hub.kd.layer.LeTKDLayer`.
+        alpha, match_scale, value_scale: as in :class:`~gsp_hub.layers.letkd.LeTKDLayer`.
         class_pool: ``max`` | ``lse`` | ``none`` — class score from the class's m template scores.
         label_mode: ``dense`` | ``image`` — see the module docstring.
     """
@@ -102,52 +100,3 @@ class TMBlock(LeTKDLayer):
             f"class_pool={self.class_pool}, label_mode={self.label_mode}"
         )
 
-
-def tm_student(
-    model: nn.Module,
-    *,
-    input_size: tuple[int, int, int],
-    num_classes: int | None = None,
-    taps: Iterable[str] = (INTERMEDIATE,),
-    inter_module: str = "auto",
-    templates_per_class: int = 1,
-    alpha: float = 1.0,
-    class_pool: ClassPool = "max",
-    label_mode: LabelMode = "dense",
-) -> TappedModel:
-    """A timm model with a :class:`TMBlock` at each tap (default: after the first block of the last stage)."""
-    num_classes = int(model.num_classes) if num_classes is None else num_classes
-    if num_classes < 1:
-        raise ValueError(f"the TM block needs classes: the model has num_classes={num_classes}; pass num_classes.")
-
-    def make_block(_tap: str, channels: int) -> TMBlock:
-        return TMBlock(channels, num_classes, templates_per_class, alpha, class_pool=class_pool, label_mode=label_mode)
-
-    return TappedModel(model, make_block, taps, input_size=input_size, inter_module=inter_module)
-
-
-def tm_loss(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    tap_logits: Mapping[str, torch.Tensor],
-    blocks: Mapping[str, nn.Module],
-    lambda_tm: float = 1.0,
-) -> DistillLossOutput:
-    """``CE(logits, labels) + lambda_tm * sum_tap blocks[tap].label_loss(tap_logits[tap], labels)``.
-
-    ``tap_logits`` from ``student(x, return_tap_logits=True)``, ``blocks`` = ``student.tap_layers``.
-    """
-    if set(tap_logits) != set(blocks):
-        raise ValueError(
-            f"tap_logits has {sorted(tap_logits)} but blocks has {sorted(blocks)}; pass blocks=student.tap_layers."
-        )
-    ce = F.cross_entropy(logits, labels)
-    loss = ce
-    parts = {"ce": ce.detach()}
-    for name, block in blocks.items():
-        if not isinstance(block, TMBlock):
-            raise TypeError(f"blocks[{name!r}] is a {type(block).__name__}, expected a TMBlock.")
-        label_loss = block.label_loss(tap_logits[name], labels)
-        loss = loss + lambda_tm * label_loss
-        parts[f"tm_{name}"] = label_loss.detach()
-    return DistillLossOutput(loss, parts)

@@ -1,8 +1,12 @@
-"""Greedy k-center (farthest-point) selection, batched over independent groups.
+"""Pure tensor operations shared by layers, losses and training callbacks: torch only, no gsp_hub state.
 
-Used to initialise GSP prototypes from pooled embeddings and to re-initialise CCP proxies (one group per class).
-Greedy k-center is a 2-approximation of the k-center objective (the largest distance from a candidate to its
-nearest center) and costs O(k * n * D) per group.
+* :func:`unit_ball` — project rows into the unit ball (GSP's prototype space, CCP's default normalisation).
+* :func:`greedy_k_center` — greedy k-center (farthest-point) selection, batched over independent groups. Used to
+  initialise GSP prototypes from pooled embeddings and to re-initialise CCP proxies (one group per class). Greedy
+  k-center is a 2-approximation of the k-center objective (the largest distance from a candidate to its nearest
+  center) and costs O(k * n * D) per group.
+
+The exact transport solver, the package's flagship kernel, keeps its own module: :mod:`gsp_hub.layers.transport`.
 """
 
 from __future__ import annotations
@@ -12,7 +16,12 @@ from torch import Tensor
 
 from gsp_hub.checks import check_int
 
-__all__ = ["greedy_k_center"]
+__all__ = ["greedy_k_center", "unit_ball"]
+
+
+def unit_ball(x: Tensor) -> Tensor:
+    """Project the rows of ``x`` (..., D) into the unit ball: x / max(1, ||x||); shorter rows are unchanged."""
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp(min=1.0)
 
 
 def _check_points(name: str, points: Tensor, expected: str) -> None:

@@ -11,19 +11,9 @@ import torch
 import torch.nn.functional as F
 
 import gsp_hub.models.cifar_resnet  # noqa: F401  (registers cifar_resnet*)
-from gsp_hub.kd import (
-    INTERMEDIATE,
-    PENULTIMATE,
-    DecisionTargets,
-    HintonKDLoss,
-    LeTKDLoss,
-    LeTKDTargets,
-    PenultimateCodebook,
-    TeacherTaps,
-    dense_kl,
-    hinton_kd,
-    letkd_student,
-)
+from gsp_hub.kd import DecisionTargets, LeTKDTargets, PenultimateCodebook
+from gsp_hub.losses import HintonKDLoss, LeTKDLoss, dense_kl, hinton_kd
+from gsp_hub.models.taps import INTERMEDIATE, PENULTIMATE, TeacherTaps, insert_letkd_layers
 
 
 def _reference_dense_kl(logits: np.ndarray, targets: np.ndarray) -> float:
@@ -87,7 +77,8 @@ def test_hinton_kd_equals_float64_reference() -> None:
 
 def test_letkd_loss_total_and_gradient_paths() -> None:
     torch.manual_seed(0)
-    student = letkd_student(timm.create_model("cifar_resnet20"), input_size=(3, 32, 32), pen_codes=16, inter_codes=20)
+    student = insert_letkd_layers(timm.create_model("cifar_resnet20"), input_size=(3, 32, 32), pen_codes=16,
+                                  inter_codes=20)
     teacher = TeacherTaps(timm.create_model("cifar_resnet8x4"), grid_sizes=student.grid_sizes)
     targets = LeTKDTargets(
         PenultimateCodebook(torch.randn(16, 256) * 3),

@@ -10,7 +10,8 @@ Two tap points, named by :data:`PENULTIMATE` and :data:`INTERMEDIATE`:
   ``inter_module="<dotted.name>"`` to choose another module.
 
 Student side, :class:`TappedModel` wraps a timm model and inserts one layer per tap (the layer maps a map
-(B, C, H, W) to ``(x_hat, logits)``: :class:`~gsp_hub.kd.layer.LeTKDLayer`, :class:`~gsp_hub.kd.tm_block.TMBlock`).
+(B, C, H, W) to ``(x_hat, logits)``: :class:`~gsp_hub.layers.letkd.LeTKDLayer`,
+:class:`~gsp_hub.layers.tm_block.TMBlock`); :func:`insert_letkd_layers` and :func:`tm_student` build such students.
 The penultimate layer runs on ``forward_features``' output before ``forward_head``; the intermediate block is
 replaced by a :class:`KDTap` (block, then layer), so the layers are ordinary submodules (in ``state_dict``,
 exportable) and stay in the model at inference. Channels and grid sizes come from one dry run at ``input_size``.
@@ -23,9 +24,9 @@ Every layout is handled: NCHW maps (CNNs), NHWC maps (Swin) and NLC tokens (ViTs
 map; tokens are viewed as a (B, C, N, 1) map (prefix tokens included), and their logits / grids drop the prefix
 tokens and assume a square patch grid.
 
-A distillation step::
+A letKD-2 distillation step (layers at both taps)::
 
-    student = letkd_student(timm.create_model("cifar_resnet20"), input_size=(3, 32, 32), inter_codes=80)  # letKD-2
+    student = insert_letkd_layers(timm.create_model("cifar_resnet20"), input_size=(3, 32, 32), inter_codes=80)
     teacher = TeacherTaps(teacher_model, grid_sizes=student.grid_sizes)
     logits, tap_logits = student(images, return_tap_logits=True)   # tap_logits[name]: (B, K, h, w)
     teacher_maps = teacher(images).maps                            # teacher_maps[name]: (B, C_t, h, w)
@@ -41,7 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gsp_hub.kd.layer import LeTKDLayer
+from gsp_hub.layers.letkd import LeTKDLayer
+from gsp_hub.layers.tm_block import ClassPool, LabelMode, TMBlock
 
 __all__ = [
     "INTERMEDIATE",
@@ -52,9 +54,10 @@ __all__ = [
     "TeacherOutput",
     "TeacherTaps",
     "flatten_locations",
-    "letkd_student",
+    "insert_letkd_layers",
     "match_grid",
     "resolve_intermediate_module",
+    "tm_student",
 ]
 
 PENULTIMATE = "penultimate"
@@ -370,7 +373,7 @@ class TappedModel(nn.Module):
             self.model.reset_classifier(num_classes, global_pool)
 
 
-def letkd_student(
+def insert_letkd_layers(
     model: nn.Module,
     *,
     input_size: tuple[int, int, int],
@@ -392,6 +395,29 @@ def letkd_student(
 
     taps = (PENULTIMATE, INTERMEDIATE) if inter_codes else (PENULTIMATE,)
     return TappedModel(model, make_layer, taps, input_size=input_size, inter_module=inter_module)
+
+
+def tm_student(
+    model: nn.Module,
+    *,
+    input_size: tuple[int, int, int],
+    num_classes: int | None = None,
+    taps: Iterable[str] = (INTERMEDIATE,),
+    inter_module: str = "auto",
+    templates_per_class: int = 1,
+    alpha: float = 1.0,
+    class_pool: ClassPool = "max",
+    label_mode: LabelMode = "dense",
+) -> TappedModel:
+    """A timm model with a :class:`TMBlock` at each tap (default: after the first block of the last stage)."""
+    num_classes = int(model.num_classes) if num_classes is None else num_classes
+    if num_classes < 1:
+        raise ValueError(f"the TM block needs classes: the model has num_classes={num_classes}; pass num_classes.")
+
+    def make_block(_tap: str, channels: int) -> TMBlock:
+        return TMBlock(channels, num_classes, templates_per_class, alpha, class_pool=class_pool, label_mode=label_mode)
+
+    return TappedModel(model, make_block, taps, input_size=input_size, inter_module=inter_module)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Distillation losses: LeTKD (CE + dense KL per tap) and the Hinton KD baseline.
+"""Distillation losses: LeTKD (CE + dense KL per tap), the Hinton KD baseline and the TM block's label loss.
 
 LeTKD (letkd.md section 4)::
 
@@ -12,6 +12,8 @@ submodule, so the codebook, LDA, prototypes and S are buffers in its ``state_dic
 Hinton KD: ``ce_weight * CE + kd_weight * T^2 * KL(softmax(t/T) || softmax(s/T))`` with T = 4 and the
 RepDistiller CIFAR weights 0.1 / 0.9 as defaults.
 
+TM block (:mod:`gsp_hub.layers.tm_block`, a reconstruction): ``CE + lambda_tm * sum_tap label_loss`` (:func:`tm_loss`).
+
 Every loss returns a :class:`DistillLossOutput`: the scalar to back-propagate and detached parts for logging.
 """
 
@@ -19,15 +21,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gsp_hub.kd.targets import LeTKDTargets
-from gsp_hub.kd.taps import INTERMEDIATE, PENULTIMATE, flatten_locations
+from gsp_hub.layers.tm_block import TMBlock
+from gsp_hub.models.taps import INTERMEDIATE, PENULTIMATE, flatten_locations
 
-__all__ = ["DistillLossOutput", "HintonKDLoss", "LeTKDLoss", "dense_kl", "hinton_kd"]
+if TYPE_CHECKING:
+    from gsp_hub.kd.targets import LeTKDTargets
+
+__all__ = ["DistillLossOutput", "HintonKDLoss", "LeTKDLoss", "dense_kl", "hinton_kd", "tm_loss"]
 
 
 @dataclass
@@ -127,3 +133,30 @@ class HintonKDLoss(nn.Module):
         ce = F.cross_entropy(logits, labels)
         kd = hinton_kd(logits, teacher_logits.detach(), self.temperature)
         return DistillLossOutput(self.ce_weight * ce + self.kd_weight * kd, {"ce": ce.detach(), "kd": kd.detach()})
+
+
+def tm_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    tap_logits: Mapping[str, torch.Tensor],
+    blocks: Mapping[str, nn.Module],
+    lambda_tm: float = 1.0,
+) -> DistillLossOutput:
+    """``CE(logits, labels) + lambda_tm * sum_tap blocks[tap].label_loss(tap_logits[tap], labels)``.
+
+    ``tap_logits`` from ``student(x, return_tap_logits=True)``, ``blocks`` = ``student.tap_layers``.
+    """
+    if set(tap_logits) != set(blocks):
+        raise ValueError(
+            f"tap_logits has {sorted(tap_logits)} but blocks has {sorted(blocks)}; pass blocks=student.tap_layers."
+        )
+    ce = F.cross_entropy(logits, labels)
+    loss = ce
+    parts = {"ce": ce.detach()}
+    for name, block in blocks.items():
+        if not isinstance(block, TMBlock):
+            raise TypeError(f"blocks[{name!r}] is a {type(block).__name__}, expected a TMBlock.")
+        label_loss = block.label_loss(tap_logits[name], labels)
+        loss = loss + lambda_tm * label_loss
+        parts[f"tm_{name}"] = label_loss.detach()
+    return DistillLossOutput(loss, parts)

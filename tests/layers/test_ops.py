@@ -1,4 +1,5 @@
-"""greedy_k_center against a plain-Python farthest-point loop and the brute-force optimal k-center radius."""
+"""The pure tensor ops: unit_ball against its definition; greedy_k_center against a plain-Python farthest-point loop
+and the brute-force optimal k-center radius."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ import math
 import pytest
 import torch
 
-from gsp_hub.layers import greedy_k_center
+from gsp_hub.layers.ops import greedy_k_center, unit_ball
+
+
+def test_unit_ball_scales_only_rows_longer_than_one() -> None:
+    rows = torch.tensor([[0.3, 0.4], [3.0, 4.0], [0.0, 0.0]], dtype=torch.float64)  # norms 0.5, 5, 0
+    projected = unit_ball(rows[None])  # (..., D): leading dimensions are kept
+    torch.testing.assert_close(projected[0], torch.tensor([[0.3, 0.4], [0.6, 0.8], [0.0, 0.0]], dtype=torch.float64))
 
 
 def reference_k_center(candidates: list[list[float]], k: int, seeds: list[list[float]]) -> list[int]:

@@ -261,7 +261,7 @@ def build_model_card(config: Mapping[str, Any], location: str) -> ModelCard:
         model_args=json.dumps(config.get("model_args", {}), sort_keys=True),
         backbone=meta.get("backbone"),
         pool=meta.get("pool"),
-        embed_dim=config.get("num_features"),
+        embed_dim=meta.get("embed_dim") or config.get("num_features"),  # older exports lack embed_dim
         num_classes=num_classes,
         num_params=f"{meta['num_params'] / 1e6:.2f}M" if meta.get("num_params") else "?",
         input_description=_format_input(config.get("pretrained_cfg", {})),

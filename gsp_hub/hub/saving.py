@@ -133,13 +133,15 @@ def _check_model(model: nn.Module) -> None:
 
 
 def _model_facts(model: nn.Module) -> dict[str, Any]:
-    """Backbone name, pooling, parameter count and base model (the backbone's timm Hub id if it was pretrained)."""
+    """Backbone name, pooling, output width, parameter count and base model (the backbone's timm Hub id if it was
+    pretrained)."""
     backbone_module = getattr(model, "backbone", None)
     backbone_cfg = getattr(backbone_module, "pretrained_cfg", None) or {}
     pretrained_backbone = bool(getattr(model, "_model_args", {}).get("backbone_pretrained"))
     return {
         "backbone": backbone_cfg.get("architecture"),
-        "pool": getattr(model, "pool_name", None),
+        "pool": getattr(model, "global_pool", None) if backbone_module is not None else None,
+        "embed_dim": getattr(model, "head_hidden_size", None),
         "num_params": sum(p.numel() for p in model.parameters()),
         "base_model": backbone_cfg.get("hf_hub_id") if pretrained_backbone else None,
     }
@@ -162,6 +164,7 @@ def _metadata(
         "repo_id": repo_id,
         "backbone": facts.get("backbone"),
         "pool": facts.get("pool"),
+        "embed_dim": facts.get("embed_dim"),
         "num_params": facts.get("num_params"),
         "methods": detect_methods(facts.get("pool"), card.get("recipe"), options.get("methods", ())),
         "metrics": metrics,

@@ -22,7 +22,8 @@ Module names equal the key names of the CIFAR-10 checkpoints in ``../shared/data
 (``timm.create_model("cifar_resnet56", pretrained=True, pretrained_cfg_overlay=dict(file=path))`` works too.)
 The weights were trained with the ImageNet mean/std normalisation, which is therefore every model's default
 ``pretrained_cfg`` (``timm.data.resolve_model_data_config(model)``); use the same for students distilled from
-them. ``feature_info`` lists the stem and the three stages (``features_only=True`` is supported).
+them. ``feature_info`` lists the stem and the three stages (``features_only=True`` and ``forward_intermediates``
+are supported).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from safetensors.torch import load_file
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices  # timm 1.0.31: not exported by timm.models
 from torch import nn
 
 from gsp_hub.models.zoo import zoo_pretrained_cfgs
@@ -158,6 +160,42 @@ class CifarResNet(nn.Module):
         """Images (B, in_chans, H, W) -> last-stage map (B, num_features, H/4, W/4), after the final ReLU."""
         x = self.act1(self.bn1(self.conv1(x)))
         return self.layer3(self.layer2(self.layer1(x)))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Images (B, in_chans, H, W) -> the maps of ``feature_info`` levels ``indices`` (None: all four; an int:
+        the last n), and unless ``intermediates_only`` first the ``forward_features`` map. ``stop_early`` skips
+        the stages after the last one taken; ``norm`` has no effect (no final norm)."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW' for a CIFAR ResNet, got {output_fmt!r}.")
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        x = self.act1(self.bn1(self.conv1(x)))
+        intermediates = [x] if 0 in take_indices else []
+        stages = (self.layer1, self.layer2, self.layer3)
+        for index, stage in enumerate(stages[:max_index] if stop_early else stages, start=1):
+            x = stage(x)
+            if index in take_indices:
+                intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(
+        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Replace the stages after the last of ``indices`` by identities (and with ``prune_head`` remove the
+        classifier and pooling), for a feature extractor; returns the kept feature indices."""
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        for index in range(max_index + 1, len(self.feature_info)):
+            setattr(self, f"layer{index}", nn.Identity())
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take_indices
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Map (B, num_features, h, w) -> pooled features (B, num_features) or logits (B, num_classes); with

@@ -6,18 +6,27 @@ Each named model takes its preprocessing (input size, mean, std, interpolation, 
 default pretrained config, so ``timm.data.resolve_model_data_config(model)`` gives the backbone's transform. The zoo's
 pretrained tags (:mod:`gsp_hub.models.zoo`, e.g. ``gsp_tf_efficientnet_lite0.tin200``) add an ``hf_hub_id``, their
 own preprocessing, and the constructor arguments their weights need.
+
+Every config is complete for timm's contract: ``pool_size`` (the ``forward_features`` grid at ``input_size``),
+``first_conv``, ``classifier`` and ``fixed_input_size`` (true for ViT-family backbones, which then take timm's
+``img_size`` / ``dynamic_img_size`` arguments). ``features_only=True`` returns every level of the backbone's
+``feature_info`` unless ``out_indices`` chooses (timm's ``FeatureGetterNet`` over ``forward_intermediates``).
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
+import math
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import timm
+import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from gsp_hub.models.metric_net import MetricNet
+from gsp_hub.models.metric_net import INPUT_SIZE_ARGS, MetricNet
 from gsp_hub.models.zoo import zoo_model_args, zoo_pretrained_cfgs
 
 __all__ = ["NAMED_MODELS", "metric_net", "data_cfg_of_backbone", "default_pool", "unknown_model_error"]
@@ -28,7 +37,10 @@ NAMED_MODELS: dict[str, tuple[str, str]] = {
     for backbone in ("resnet18", "resnet50", "tf_efficientnet_lite0", "vit_small_patch16_224", "convnext_tiny")
     for prefix, pool in (("gsp", "gsp"), ("gap", "avg"))
 }
-_DATA_FIELDS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
+_DATA_FIELDS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std", "fixed_input_size")
+# features_only=True: timm's FeatureGetterNet over forward_intermediates, every feature level by default.
+_FEATURE_CFG: dict[str, Any] = dict(feature_cls="getter", out_indices=None)
+_METRIC_NET_BACKBONE = inspect.signature(MetricNet).parameters["backbone"].default
 
 
 def unknown_model_error(name: str, argument: str) -> ValueError:
@@ -41,14 +53,43 @@ def unknown_model_error(name: str, argument: str) -> ValueError:
                       "them all, `gsp-hub models` the gsp_hub ones.)")
 
 
-def data_cfg_of_backbone(backbone: str) -> dict[str, Any]:
-    """Preprocessing fields (input_size, mean, std, ...) and first conv of a timm backbone's default config."""
+@functools.lru_cache(maxsize=None)
+def _feature_stride(backbone: str) -> tuple[float, float]:
+    """Pixels per location (rows, columns) of ``backbone``'s final feature map: input / pool size of its pretrained
+    config, or (ViT-family configs give no pool size) the reduction of its last ``feature_info`` level, read from
+    the model built on the meta device (no memory, no weights)."""
+    cfg = timm.get_pretrained_cfg(backbone)
+    if cfg.pool_size:
+        return cfg.input_size[1] / cfg.pool_size[0], cfg.input_size[2] / cfg.pool_size[1]
+    with torch.device("meta"):
+        reduction = timm.create_model(backbone, num_classes=0).feature_info[-1]["reduction"]
+    return float(reduction), float(reduction)
+
+
+def data_cfg_of_backbone(backbone: str, input_size: Sequence[int] | None = None) -> dict[str, Any]:
+    """Pretrained-config fields of a MetricNet over timm ``backbone``: its preprocessing (input_size, mean, std,
+    ...) and ``fixed_input_size``, its first conv (under ``backbone.``) and the ``pool_size`` of the feature map at
+    ``input_size`` (C, H, W; default: the backbone's own)."""
     cfg = timm.get_pretrained_cfg(backbone)
     if cfg is None:
         raise unknown_model_error(backbone, "backbone")
     fields = {name: getattr(cfg, name) for name in _DATA_FIELDS}
+    if input_size is not None:
+        fields["input_size"] = tuple(input_size)
     fields["first_conv"] = f"backbone.{cfg.first_conv}" if cfg.first_conv else None
+    stride = _feature_stride(backbone)
+    fields["pool_size"] = tuple(math.ceil(side / step) for side, step in zip(fields["input_size"][1:], stride))
     return fields
+
+
+def _lift_input_size_args(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with ``img_size`` / ``dynamic_img_size`` of ``backbone_kwargs`` moved to the top level, where
+    timm's factory reads them (a top-level value wins: timm's exports record the current size there)."""
+    backbone_kwargs = dict(kwargs.get("backbone_kwargs") or {})
+    lifted = {name: backbone_kwargs.pop(name) for name in INPUT_SIZE_ARGS if name in backbone_kwargs}
+    if not lifted:
+        return kwargs
+    return {**lifted, **kwargs, "backbone_kwargs": backbone_kwargs}
 
 
 def default_pool(model: str) -> str | None:
@@ -66,10 +107,12 @@ def default_pool(model: str) -> str | None:
 default_cfgs = generate_default_cfgs(
     {
         **{
-            name: dict(num_classes=0, classifier="head", **fields)
+            name: {"num_classes": 0, "classifier": "head",
+                   **data_cfg_of_backbone(NAMED_MODELS[name.split(".")[0]][0], fields["input_size"]), **fields}
             for name, fields in zoo_pretrained_cfgs(NAMED_MODELS).items()
         },
-        "metric_net.*": dict(num_classes=0, classifier="head", license="apache-2.0"),
+        "metric_net.*": dict(num_classes=0, classifier="head", license="apache-2.0",
+                             **data_cfg_of_backbone(_METRIC_NET_BACKBONE)),
         **{
             f"{name}.*": dict(num_classes=0, classifier="head", license="apache-2.0", **data_cfg_of_backbone(backbone))
             for name, (backbone, _) in NAMED_MODELS.items()
@@ -79,14 +122,16 @@ default_cfgs = generate_default_cfgs(
 
 
 def _build(variant: str, pretrained: bool, backbone: str, **kwargs: Any) -> MetricNet:
-    if kwargs.get("pretrained_cfg") is None and kwargs.get("pretrained_cfg_overlay") is None:
-        kwargs["pretrained_cfg_overlay"] = data_cfg_of_backbone(backbone)
-    return build_model_with_cfg(MetricNet, variant, pretrained, backbone=backbone, **kwargs)
+    """``build_model_with_cfg(MetricNet, ...)`` with the input-size arguments where timm's factory reads them."""
+    return build_model_with_cfg(MetricNet, variant, pretrained, feature_cfg=dict(_FEATURE_CFG), backbone=backbone,
+                                **_lift_input_size_args(kwargs))
 
 
 @register_model
-def metric_net(pretrained: bool = False, backbone: str = "resnet50", **kwargs: Any) -> MetricNet:
+def metric_net(pretrained: bool = False, backbone: str = _METRIC_NET_BACKBONE, **kwargs: Any) -> MetricNet:
     """MetricNet over any timm ``backbone`` (default pool: GSP); preprocessing follows the backbone."""
+    if kwargs.get("pretrained_cfg") is None and kwargs.get("pretrained_cfg_overlay") is None:
+        kwargs["pretrained_cfg_overlay"] = data_cfg_of_backbone(backbone)
     return _build("metric_net", pretrained, backbone, **kwargs)
 
 
@@ -94,7 +139,7 @@ def _named_entrypoint(name: str, backbone: str, pool: str) -> Callable[..., Metr
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> MetricNet:
         kwargs.setdefault("pool", pool)
         zoo_args = zoo_model_args(name, kwargs.get("pretrained_cfg"))
-        model = build_model_with_cfg(MetricNet, name, pretrained, backbone=backbone, **{**zoo_args, **kwargs})
+        model = _build(name, pretrained, backbone, **{**zoo_args, **kwargs})
         model._model_args = {**getattr(model, "_model_args", {}), **zoo_args}  # recorded in exports' model_args
         return model
 

@@ -34,7 +34,7 @@ A letKD-2 distillation step (layers at both taps)::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -329,6 +329,41 @@ class TappedModel(nn.Module):
         fmt = self.tap_info[PENULTIMATE].fmt
         x_hat, logits = self.pen_layer(_to_channels_first(features, fmt))
         return _from_channels_first(x_hat, fmt), _spatial_grid(logits, fmt, self.num_prefix_tokens)
+
+    def _clear_tap_logits(self) -> None:
+        """Drop the logits the intermediate taps kept (never keep a graph between calls)."""
+        for module in self.model.modules():
+            if isinstance(module, KDTap):
+                module.logits = None
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+        **kwargs: Any,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The wrapped model's ``forward_intermediates`` (its intermediate letKD layer acts inside it; ``kwargs``
+        go to it too); unless ``intermediates_only``, first the ``forward_features`` output (penultimate layer
+        applied)."""
+        try:
+            result = self.model.forward_intermediates(
+                x, indices=indices, norm=norm, output_fmt=output_fmt, intermediates_only=intermediates_only, **kwargs
+            )
+        finally:
+            self._clear_tap_logits()
+        if intermediates_only:
+            return result
+        final, intermediates = result
+        return self._run_penultimate(final)[0], intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """The wrapped model's ``prune_intermediate_layers`` (a feature extractor); returns the kept indices."""
+        return self.model.prune_intermediate_layers(indices, prune_norm=prune_norm, prune_head=prune_head)
 
     def _features_and_tap_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         features, pen_logits = self._run_penultimate(self.model.forward_features(x))

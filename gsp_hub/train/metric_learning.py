@@ -112,7 +112,7 @@ def create_xml_loss(config: TrainConfig, num_classes: int, model: nn.Module) -> 
     if not uses_attributes(model):
         raise ValueError(f"--loss {config.loss} needs prototype attributes from the pooling: use --pool proto (or "
                          f"gsp), got --pool {config.pool}.")
-    embed_dim = int(model.num_features)
+    embed_dim = int(model.head_hidden_size)
     base = create_loss(config.loss.removeprefix("xml+"), num_classes=num_classes, embed_dim=embed_dim,
                        **config.loss_kwargs)
     return XMLLoss(base, num_classes, embed_dim, **config.xml_kwargs)
@@ -123,10 +123,11 @@ def create_loss_module(config: TrainConfig, num_classes: int, model: nn.Module) 
     ``xml+BASE`` builds :func:`create_xml_loss` instead of ZSR."""
     if config.loss.startswith("xml+"):
         return create_xml_loss(config, num_classes, model)
-    base = create_loss(config.loss, num_classes=num_classes, embed_dim=int(model.num_features), **config.loss_kwargs)
+    embed_dim = int(model.head_hidden_size)
+    base = create_loss(config.loss, num_classes=num_classes, embed_dim=embed_dim, **config.loss_kwargs)
     regularizer = None
     if uses_attributes(model) and config.zsr_weight > 0:
-        regularizer = ZeroShotRegularizer(num_classes, int(model.num_features), **config.zsr_kwargs)
+        regularizer = ZeroShotRegularizer(num_classes, embed_dim, **config.zsr_kwargs)
     return GSPLoss(base, regularizer, weight=config.zsr_weight if regularizer is not None else 0.0)
 
 
@@ -245,8 +246,8 @@ class MetricLearningTask(Task):
 
     def describe(self) -> str:
         config, model = self.config, self.model
-        return (f"model: {config.model} ({model.backbone.pretrained_cfg.get('architecture')}, pool {model.pool_name}, "
-                f"{sum(p.numel() for p in model.parameters())} parameters); loss: {self.loss_fn}")
+        return (f"model: {config.model} ({model.backbone.pretrained_cfg.get('architecture')}, pool "
+                f"{model.global_pool}, {sum(p.numel() for p in model.parameters())} parameters); loss: {self.loss_fn}")
 
     def export(self, directory: Path, metrics: Mapping[str, float], selected_by: str) -> Path:
         splits = self.splits

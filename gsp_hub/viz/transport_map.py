@@ -17,7 +17,6 @@ Usage::
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from torch import Tensor, nn
 from gsp_hub.data import create_image_transforms, decode_image
 from gsp_hub.layers import GSP
 from gsp_hub.models import MetricNet
+from gsp_hub.models.metric_net import feature_grid
 from gsp_hub.viz.png import check_png_path, save_png
 
 __all__ = [
@@ -78,22 +78,11 @@ def check_gsp_model(model: nn.Module) -> GSP:
         )
     if not isinstance(model.pool, GSP):
         raise ValueError(
-            f"transport maps need pool='gsp', but this model pools with {model.pool_name!r} "
+            f"transport maps need pool='gsp', but this model pools with {model.global_pool!r} "
             f"({type(model.pool).__name__}), which has no transport plan (its location weights are fixed). "
             "Use a model trained with --pool gsp."
         )
     return model.pool
-
-
-def feature_grid(num_locations: int, image_hw: tuple[int, int]) -> tuple[int, int]:
-    """The feature-map shape (H, W) of ``num_locations`` = H * W locations over an image of ``image_hw`` (h, w)
-    pixels: of all factorisations, the one whose aspect ratio H / W is closest to h / w (backbones reduce both
-    sides by the same stride, so e.g. 6 locations of a 64 x 96 image are 2 x 3)."""
-    if num_locations < 1:
-        raise ValueError(f"num_locations must be >= 1, got {num_locations}.")
-    target = math.log(image_hw[0] / image_hw[1])
-    pairs = [(rows, num_locations // rows) for rows in range(1, num_locations + 1) if num_locations % rows == 0]
-    return min(pairs, key=lambda pair: abs(math.log(pair[0] / pair[1]) - target))
 
 
 @torch.no_grad()
@@ -110,11 +99,11 @@ def compute_transport_maps(model: nn.Module, pixel_values: Tensor) -> TransportM
     was_training = model.training
     model.eval()
     try:
-        features = model.forward_features(pixel_values)  # (B, N, C_backbone)
-        aux, soft_assignment = gsp.transport_with_assignment(model.embed(features))  # assignment (B, K, N)
+        features = model.forward_features(pixel_values)  # (B, H, W, C_backbone)
+        aux, soft_assignment = gsp.transport_with_assignment(model.embed(features.flatten(1, 2)))  # (B, K, N)
     finally:
         model.train(was_training)
-    grid_hw = feature_grid(features.shape[1], (pixel_values.shape[2], pixel_values.shape[3]))
+    grid_hw = (features.shape[1], features.shape[2])
     return TransportMaps(
         weights=aux.weights.float(),
         assignments=soft_assignment.argmax(dim=1),

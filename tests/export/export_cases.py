@@ -65,7 +65,7 @@ def build_case(case: str) -> nn.Module:
             model.embed.weight.mul_(4.0)
             model.embed.bias.mul_(4.0)
             tokens = model.embed(model.forward_features(cifar_images(model, 4, CASES[case], offset=100)))
-            model.pool.init_prototypes_(tokens.flatten(0, 1))
+            model.pool.init_prototypes_(tokens.flatten(0, 2))
     return model
 
 

@@ -64,7 +64,8 @@ def test_exported_gsp_solve_equals_the_float64_solution(export_of: Callable[[str
     reference = copy.deepcopy(model).double()
     with torch.no_grad():
         exact = reference(images.double())
-        weights = reference.pool.transport(reference.embed(reference.forward_features(images.double()))).weights
+        tokens = reference.embed(reference.forward_features(images.double())).flatten(1, 2)
+        weights = reference.pool.transport(tokens).weights
     assert np.abs(actual - exact.numpy()).max() <= 1e-5
     uniform = 1.0 / weights.shape[1]
     assert weights.max() > 1.4 * uniform and weights.min() < 0.6 * uniform  # selective, not average pooling

@@ -24,7 +24,7 @@ def trained_model() -> torch.nn.Module:
     model = timm.create_model("metric_net", backbone=BACKBONE, embed_dim=32, num_prototypes=8)
     images, labels = fashion_images("train", per_class=4, classes=range(4))
     with torch.no_grad():
-        model.pool.init_prototypes_(model.embed(model.forward_features(images)).flatten(0, 1))
+        model.pool.init_prototypes_(model.embed(model.forward_features(images)).flatten(0, 2))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = MultiSimilarityLoss()
     for _ in range(3):

@@ -39,13 +39,16 @@ def same_outputs(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 def test_export_layout_config_and_weights(export_dir: Path, trained_model: torch.nn.Module) -> None:
     assert {p.name for p in export_dir.iterdir()} == EXPORT_FILES
     config = read_config(export_dir)
-    assert config["architecture"] == "metric_net" and config["num_classes"] == 0 and config["num_features"] == 32
-    # no num_classes in model_args (transformers' TimmWrapper passes its own), backbone recorded for the rebuild
-    assert config["model_args"] == {"backbone": BACKBONE, "embed_dim": 32, "num_prototypes": 8, "in_chans": 3}
+    assert config["architecture"] == "metric_net" and config["num_classes"] == 0
+    assert config["num_features"] == trained_model.num_features  # timm: the forward_features (backbone) width
+    # no num_classes in model_args (transformers' TimmWrapper passes its own), backbone and the current pooling
+    # (timm's global_pool) recorded for the rebuild
+    assert config["model_args"] == {"backbone": BACKBONE, "embed_dim": 32, "num_prototypes": 8, "in_chans": 3,
+                                    "global_pool": "gsp"}
     assert config["pretrained_cfg"]["input_size"] == [3, IMAGE_SIZE, IMAGE_SIZE]
     meta = config["gsp_hub"]
     assert meta["version"] == gsp_hub.__version__ and meta["repo_id"] == REPO_ID
-    assert (meta["backbone"], meta["pool"], meta["methods"]) == (BACKBONE, "gsp", ["gsp"])
+    assert (meta["backbone"], meta["pool"], meta["embed_dim"], meta["methods"]) == (BACKBONE, "gsp", 32, ["gsp"])
     assert meta["metrics"] == METRICS and meta["dataset"] == {**DATASET, "config": None}
     assert meta["card"]["recipe"] == RECIPE
     assert meta["num_params"] == sum(p.numel() for p in trained_model.parameters())

@@ -27,7 +27,7 @@ def test_every_named_model_builds_from_defaults_and_trains(name: str) -> None:
     backbone, pool = NAMED_MODELS[name]
     small_input = {"backbone_kwargs": {"img_size": 64}} if "vit" in backbone else {}
     model = timm.create_model(name, embed_dim=32, **small_input)
-    assert model.pool_name == pool and model.num_features == 32
+    assert model.global_pool == pool and model.head_hidden_size == 32
     cfg = timm.data.resolve_model_data_config(model)
     assert cfg["mean"] == timm.get_pretrained_cfg(backbone).mean
     out = model(torch.randn(2, 3, 64, 64))
@@ -39,7 +39,7 @@ def test_every_named_model_builds_from_defaults_and_trains(name: str) -> None:
 
 def test_generic_metric_net_and_embed_dim_zero() -> None:
     model = timm.create_model("metric_net", backbone="resnet18", pool="gem", embed_dim=0)
-    assert model.num_features == model.backbone.num_features == 512
+    assert model.num_features == model.head_hidden_size == model.backbone.num_features == 512
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 512)
     assert timm.data.resolve_model_data_config(model)["mean"] == timm.get_pretrained_cfg("resnet18").mean
 
@@ -47,18 +47,20 @@ def test_generic_metric_net_and_embed_dim_zero() -> None:
 @pytest.mark.parametrize(
     "backbone, kwargs, grid",
     [
-        ("resnet18", {}, 4 * 4),  # NCHW map: 128 px / 32
-        ("vit_tiny_patch16_224", {"img_size": 128}, 8 * 8),  # tokens, 1 class token dropped
-        ("swin_tiny_patch4_window7_224", {"img_size": 128, "window_size": 2}, 4 * 4),  # NHWC map
+        ("resnet18", {}, (4, 4)),  # NCHW map: 128 px / 32
+        ("vit_tiny_patch16_224", {"img_size": 128}, (8, 8)),  # tokens, 1 class token dropped
+        ("swin_tiny_patch4_window7_224", {"img_size": 128, "window_size": 2}, (4, 4)),  # NHWC map
     ],
 )
-def test_local_feature_layout_and_avg_pool_equals_timm_average_pooling(backbone: str, kwargs: dict, grid: int) -> None:
+def test_local_feature_layout_and_avg_pool_equals_timm_average_pooling(
+    backbone: str, kwargs: dict, grid: tuple[int, int]
+) -> None:
     """Independent reference: the same backbone pooled by timm's own average pooling, then the linear embedding."""
     torch.manual_seed(0)
     model = MetricNet(backbone, pool="avg", embed_dim=16, backbone_kwargs=kwargs).eval()
     x = torch.randn(2, 3, 128, 128)
-    tokens = model.forward_features(x)
-    assert tokens.shape == (2, grid, model.embed.in_features)
+    local_features = model.forward_features(x)
+    assert local_features.shape == (2, *grid, model.embed.in_features) == (2, *grid, model.num_features)
     timm_pooled = copy.deepcopy(model.backbone)
     timm_pooled.reset_classifier(0, "avg")
     with torch.no_grad():
@@ -76,7 +78,7 @@ def test_metric_net_on_a_cifar_resnet_backbone() -> None:
     backbone.reset_classifier(0, "avg")
     assert backbone.forward_head(backbone.forward_features(x), pre_logits=True).shape == (2, 64)
     model = timm.create_model("metric_net", backbone="cifar_resnet20", pool="avg", embed_dim=16).eval()
-    assert model.forward_features(x).shape == (2, 8 * 8, 64)
+    assert model.forward_features(x).shape == (2, 8, 8, 64)
     timm_pooled = copy.deepcopy(model.backbone)
     timm_pooled.reset_classifier(0, "avg")
     with torch.no_grad():
@@ -92,12 +94,12 @@ def test_forward_head_aux_and_classifier() -> None:
     torch.manual_seed(0)
     model = timm.create_model("gsp_resnet18", embed_dim=24, num_prototypes=8, num_classes=5)
     x = torch.randn(3, 3, 64, 64)
-    tokens = model.forward_features(x)
-    logits = model.forward_head(tokens)
-    embedding, aux = model.forward_head(tokens, pre_logits=True, return_aux=True)
+    local_features = model.forward_features(x)
+    logits = model.forward_head(local_features)
+    embedding, aux = model.forward_head(local_features, pre_logits=True, return_aux=True)
     assert logits.shape == (3, 5) and embedding.shape == (3, 24)
     assert isinstance(aux, gsp_hub.GSPOutput)
-    assert aux.attributes.shape == (3, 8) and aux.weights.shape == (3, tokens.shape[1])
+    assert aux.attributes.shape == (3, 8) and aux.weights.shape == (3, local_features.shape[1] * local_features.shape[2])
     torch.testing.assert_close(aux.attributes.sum(1), torch.ones(3))
     torch.testing.assert_close(aux.pooled, embedding)
     assert model.get_classifier() is model.head
@@ -105,14 +107,25 @@ def test_forward_head_aux_and_classifier() -> None:
     assert model(x).shape == (3, 24) and model.num_classes == 0
     model.reset_classifier(7)
     assert model(x).shape == (3, 7)
-    _, no_aux = timm.create_model("gap_resnet18", embed_dim=8).forward_head(tokens, return_aux=True)
+    _, no_aux = timm.create_model("gap_resnet18", embed_dim=8).forward_head(local_features, return_aux=True)
     assert no_aux is None
 
 
-def test_pool_is_fixed_and_bad_arguments_raise() -> None:
-    model = timm.create_model("gsp_resnet18", embed_dim=8)
-    with pytest.raises(ValueError, match="global_pool='avg'"):
-        model.reset_classifier(0, global_pool="avg")
+def test_reset_classifier_changes_the_pooling_and_bad_arguments_raise() -> None:
+    torch.manual_seed(0)
+    model = timm.create_model("gsp_resnet18", embed_dim=8, num_prototypes=4).eval()
+    x = torch.randn(2, 3, 64, 64)
+    gsp_pool = model.pool
+    model.reset_classifier(3, global_pool="gsp")  # the same name keeps the pooling (and its trained state)
+    assert model.pool is gsp_pool and model(x).shape == (2, 3)
+    model.reset_classifier(0, global_pool="avg")
+    assert model.global_pool == "avg" and isinstance(model.pool, gsp_hub.layers.AvgPool)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model.embed(model.forward_features(x)).mean(dim=(1, 2)))
+    model.reset_classifier(0, global_pool="")
+    assert model(x).shape == (2, 2, 2, 8)  # no pooling: the embedded (B, h, w, D) map
+    with pytest.raises(ValueError, match="no_such_pool"):
+        model.reset_classifier(0, global_pool="no_such_pool")
     with pytest.raises(ValueError, match="embed_dim"):
         MetricNet("resnet18", embed_dim=-1)
     with pytest.raises(ValueError, match="no_such_pool"):

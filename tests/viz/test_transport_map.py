@@ -55,7 +55,7 @@ def test_weights_are_the_models_pooling_weights_and_assignments_the_nearest_prot
     with torch.no_grad():
         features = model.forward_features(batch)
         _, aux = model.forward_head(features, pre_logits=True, return_aux=True)
-        costs = prototype_costs(model.embed(features), model.pool.prototypes)  # (B, K, N)
+        costs = prototype_costs(model.embed(features.flatten(1, 2)), model.pool.prototypes)  # (B, K, N)
     torch.testing.assert_close(maps.weights, aux.weights)
     assert torch.equal(maps.assignments, costs.argmin(dim=1))  # the plan's argmax = the cheapest prototype
     assert len(maps.assignments.unique()) > 1

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from gsp_hub import models
     from gsp_hub.hub import from_pretrained, load_model
     from gsp_hub.layers import GSP, GSPOutput, create_pool, list_pools, partial_transport
-    from gsp_hub.models import MetricNet, list_gsp_models
+    from gsp_hub.models import MetricNet, list_gsp_models, swap_pooling
 
 __version__ = "0.1.0"
 
@@ -29,6 +29,7 @@ __all__ = [
     "list_pools",
     "load_model",
     "partial_transport",
+    "swap_pooling",
     "models",
 ]
 
@@ -37,7 +38,7 @@ __getattr__, __dir__ = lazy_exports(
     {
         "gsp_hub.hub": ("from_pretrained", "load_model"),
         "gsp_hub.layers": ("GSP", "GSPOutput", "create_pool", "list_pools", "partial_transport"),
-        "gsp_hub.models": ("MetricNet", "list_gsp_models"),
+        "gsp_hub.models": ("MetricNet", "list_gsp_models", "swap_pooling"),
     },
     submodules=("data", "export", "hub", "index", "kd", "layers", "losses", "metrics", "models", "train", "viz"),
 )

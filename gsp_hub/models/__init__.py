@@ -1,12 +1,14 @@
 """timm-facing architectures and model wrappers. Importing this package registers every gsp_hub model with timm.
 
-MetricNet, the CIFAR ResNets, the letKD students and their registry / zoo tags, and the tapped student / teacher of
-distillation (:mod:`~gsp_hub.models.taps`: TappedModel, TeacherTaps, insert_letkd_layers, tm_student).
+MetricNet, the CIFAR ResNets, the letKD students and their registry / zoo tags, the tapped student / teacher of
+distillation (:mod:`~gsp_hub.models.taps`: TappedModel, TeacherTaps, insert_letkd_layers, tm_student), and
+:func:`~gsp_hub.models.pool_swap.swap_pooling` (a gsp_hub pooling in any timm model).
 """
 
 from gsp_hub.models.cifar_resnet import CifarResNet, load_cifar10_weights
 from gsp_hub.models.letkd import letkd_cifar_resnet20
 from gsp_hub.models.metric_net import MetricNet
+from gsp_hub.models.pool_swap import SwappedPool, swap_pooling
 from gsp_hub.models.registry import NAMED_MODELS, data_cfg_of_backbone
 from gsp_hub.models.taps import (
     INTERMEDIATE,
@@ -26,6 +28,7 @@ from gsp_hub.models.taps import (
 __all__ = [
     "INTERMEDIATE",
     "PENULTIMATE",
+    "SwappedPool",
     "CifarResNet",
     "KDTap",
     "MetricNet",
@@ -42,6 +45,7 @@ __all__ = [
     "load_cifar10_weights",
     "match_grid",
     "resolve_intermediate_module",
+    "swap_pooling",
     "tm_student",
 ]
 

@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import PurePath
 from typing import Any
 
 import yaml
@@ -202,10 +203,12 @@ def detect_methods(pool: str | None, recipe: Mapping[str, Any] | None, explicit:
 
 
 def _model_reference(repo_id: str | None, location: str) -> dict[str, str]:
-    """How each loader names the model: a Hub id when the export is for a repo, else its absolute folder path."""
+    """How each loader names the model: a Hub id when the export is for a repo, else its folder's name (the
+    snippets run next to the folder; a card never names a local absolute path)."""
     if repo_id:
         return {"timm": f"hf-hub:{repo_id}", "gsp_hub": repo_id, "transformers": repo_id}
-    return {"timm": f"local-dir:{location}", "gsp_hub": location, "transformers": location}
+    folder = PurePath(location).name
+    return {"timm": f"local-dir:{folder}", "gsp_hub": folder, "transformers": folder}
 
 
 def _format_input(pretrained_cfg: Mapping[str, Any]) -> str:
@@ -223,7 +226,7 @@ def build_model_card(config: Mapping[str, Any], location: str) -> ModelCard:
 
     Args:
         config: the export's config.json (timm fields + the ``"gsp_hub"`` metadata block).
-        location: absolute folder path used in the usage snippets when the metadata names no ``repo_id``.
+        location: the export folder; its name is used in the usage snippets when the metadata names no ``repo_id``.
     """
     meta = config.get("gsp_hub")
     if not isinstance(meta, Mapping):

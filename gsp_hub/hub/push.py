@@ -12,16 +12,26 @@ from torch import nn
 
 from gsp_hub.hub.saving import README_NAME, check_repo_id, read_export_metadata, save_pretrained
 from gsp_hub.hub.loading import CONFIG_NAME, WEIGHTS_NAME
+from gsp_hub.hub.local_paths import local_paths_in_folder
 
 __all__ = ["push_to_hub"]
 
 
 def _checked_export_folder(folder: Path, repo_id: str) -> None:
-    """Raise before any network call unless ``folder`` is a complete export whose card was made for ``repo_id``."""
+    """Raise before any network call unless ``folder`` is a complete export whose card was made for ``repo_id``
+    and whose text files name no local absolute path."""
     missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME, README_NAME) if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(
             f"{folder} lacks {missing}: push a folder written by gsp_hub.hub.save_pretrained / `gsp-hub export`."
+        )
+    leaks = local_paths_in_folder(folder)
+    if leaks:
+        listed = "; ".join(f"{name}: {', '.join(paths[:3])}" for name, paths in leaks.items())
+        raise ValueError(
+            f"{folder} would publish local absolute paths ({listed}). Re-render the card, which reduces them to "
+            f"their last part: `gsp-hub card {folder}` (or gsp_hub.hub.update_card(folder)); a path in timm's "
+            "model_args or pretrained_cfg means the model was built from a local file: rebuild it without."
         )
     card_repo = read_export_metadata(folder).get("repo_id")
     if card_repo != repo_id:

@@ -30,6 +30,7 @@ from torch import nn
 
 from gsp_hub.hub.card import CARD_OPTIONS, DatasetRef, build_model_card, detect_methods, metric_spec
 from gsp_hub.hub.loading import CONFIG_NAME, WEIGHTS_NAME, file_sha256, read_export_config
+from gsp_hub.hub.local_paths import public_dataset, without_local_paths
 from gsp_hub.io import atomic_directory
 
 __all__ = ["README_NAME", "check_repo_id", "read_export_metadata", "save_pretrained", "update_card"]
@@ -156,7 +157,7 @@ def _metadata(
 ) -> dict[str, Any]:
     if metrics and dataset is None:
         raise ValueError("metrics need a dataset: pass dataset='org/name' or {'id': ..., 'split': ..., 'name': ...}.")
-    card = {key: value for key, value in options.items() if key != "methods"}
+    card = without_local_paths({key: value for key, value in options.items() if key != "methods"})
     if facts.get("base_model") and "base_model" not in card:
         card["base_model"] = facts["base_model"]
     return {
@@ -168,7 +169,7 @@ def _metadata(
         "num_params": facts.get("num_params"),
         "methods": detect_methods(facts.get("pool"), card.get("recipe"), options.get("methods", ())),
         "metrics": metrics,
-        "dataset": dataset.to_dict() if dataset else None,
+        "dataset": public_dataset(dataset).to_dict() if dataset else None,
         "card": card,
     }
 

@@ -139,6 +139,24 @@ def test_push_refuses_a_card_made_for_another_repo_before_any_request(
     assert hub.requests == []
 
 
+def test_push_refuses_local_paths_before_any_request_and_the_rerendered_card_pushes(
+    hub: MockHub, export_copy: Path
+) -> None:
+    """An export written before paths were reduced (here: its recipe names a local folder) is refused; re-rendering
+    the card (update_card / `gsp-hub card`) removes the path and the push goes through."""
+    config = json.loads((export_copy / "config.json").read_text())
+    config["gsp_hub"]["card"]["recipe"]["dataset"] = "/home/someone/data/fmnist"
+    (export_copy / "config.json").write_text(json.dumps(config, indent=2))
+    with pytest.raises(ValueError, match=r"local absolute paths \(config\.json: /home/someone/data/fmnist\)"):
+        push_to_hub(export_copy, REPO_ID, token="hf_dummy")
+    assert hub.requests == []
+
+    update_card(export_copy)
+    push_to_hub(export_copy, REPO_ID, token="hf_dummy")
+    ((_, files),) = hub.commits
+    assert "dataset: '.../fmnist'" in files["README.md"].decode() and b"/home/someone" not in files["config.json"]
+
+
 def test_push_after_retargeting_the_card(hub: MockHub, export_copy: Path) -> None:
     weights = (export_copy / "model.safetensors").read_bytes()
     update_card(export_copy, repo_id="other/name")

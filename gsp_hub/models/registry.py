@@ -29,7 +29,15 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from gsp_hub.models.metric_net import INPUT_SIZE_ARGS, MetricNet
 from gsp_hub.models.zoo import zoo_model_args, zoo_pretrained_cfgs
 
-__all__ = ["NAMED_MODELS", "metric_net", "data_cfg_of_backbone", "default_pool", "unknown_model_error"]
+__all__ = [
+    "NAMED_MODELS",
+    "accepts_output_stride",
+    "backbone_of",
+    "data_cfg_of_backbone",
+    "default_pool",
+    "metric_net",
+    "unknown_model_error",
+]
 
 # name -> (backbone, pool). The gap_* twins are the same networks with average pooling (the baselines).
 NAMED_MODELS: dict[str, tuple[str, str]] = {
@@ -90,6 +98,27 @@ def _lift_input_size_args(kwargs: dict[str, Any]) -> dict[str, Any]:
     if not lifted:
         return kwargs
     return {**lifted, **kwargs, "backbone_kwargs": backbone_kwargs}
+
+
+def backbone_of(model: str, backbone: str) -> str | None:
+    """The timm backbone that ``timm.create_model(model, backbone=backbone)`` builds: ``backbone`` for
+    ``metric_net``, the fixed one of a named ``gsp_*`` / ``gap_*`` model (a zoo tag aside); None for other names
+    (Hub or local folders, architectures outside gsp_hub)."""
+    architecture = model.split(".", 1)[0]
+    if architecture == "metric_net":
+        return backbone
+    return NAMED_MODELS[architecture][0] if architecture in NAMED_MODELS else None
+
+
+def accepts_output_stride(backbone: str, output_stride: int) -> bool:
+    """Whether timm builds ``backbone`` with ``output_stride`` (tried on the meta device: no memory, no weights).
+    ViT-family constructors have no such argument; some CNNs allow only their own stride (VGG: 32)."""
+    try:
+        with torch.device("meta"):
+            timm.create_model(backbone, num_classes=0, output_stride=output_stride)
+    except (TypeError, AssertionError, ValueError):
+        return False
+    return True
 
 
 def default_pool(model: str) -> str | None:

@@ -44,6 +44,7 @@ else:
 
 __all__ = [
     "CONFIG_FILE_NAME",
+    "DEFAULT_OUTPUT_STRIDE",
     "IN_MEMORY_DATASET_PREFIX",
     "OPTION_GROUPS",
     "RunConfig",
@@ -57,6 +58,7 @@ __all__ = [
 CONFIG_FILE_NAME = "train_config.yaml"
 OPTION_GROUPS = ("model", "data", "loss", "optimisation", "run")  # the order of the options in --help and YAML
 IN_MEMORY_DATASET_PREFIX = "<in-memory "  # how a saved config records a data set object (see describe_dataset)
+DEFAULT_OUTPUT_STRIDE = 8  # given to backbones that take one, unless --backbone-kwargs sets it
 
 
 def describe_dataset(dataset: str | os.PathLike[str] | InMemoryDataset | None) -> str | None:
@@ -271,10 +273,11 @@ class TrainConfig(RunConfig):
                            group="model")
     # Not checked against a signature: timm's model constructors take **kwargs (each family its own options).
     backbone_kwargs: dict[str, Any] = option(
-        {"output_stride": 8},
-        "keyword arguments of timm.create_model(backbone), as KEY=VALUE pairs (values parsed as YAML); the default "
-        "output_stride=8 keeps a 4x4 map of local features at 32 px for ResNet/EfficientNet-style CNNs; pass the "
-        "flag with no value for backbones without output_stride (ViTs)",
+        {},
+        "keyword arguments of timm.create_model(backbone), as KEY=VALUE pairs (values parsed as YAML). Backbones that "
+        f"take an output_stride get output_stride={DEFAULT_OUTPUT_STRIDE} unless set here (a 4x4 map of local "
+        "features at 32 px for ResNet/EfficientNet-style CNNs; output_stride=32 restores the backbone's own); "
+        "fixed-input-size backbones (ViT, Swin) get --img-size as img_size",
         group="model",
     )
     pretrained: bool = option(False, "start from the backbone's timm pretrained weights (must be in the local cache)",

@@ -25,11 +25,11 @@ from torch.utils.data import DataLoader
 import gsp_hub.models  # noqa: F401  (registers the gsp_hub architectures with timm)
 from gsp_hub.data import DatasetSplits
 from gsp_hub.losses import CCPLoss, GSPLoss, LossTerms, XMLLoss, ZeroShotRegularizer, create_loss
-from gsp_hub.models.registry import unknown_model_error
+from gsp_hub.models.registry import accepts_output_stride, backbone_of, unknown_model_error
 from gsp_hub.train.artifacts import export_model
 from gsp_hub.train.callbacks import BatchOutputs, Callback, PrototypeInitCallback, needs_prototype_init
 from gsp_hub.train.ccp_callback import create_ccp_callback
-from gsp_hub.train.config import TrainConfig, describe_dataset
+from gsp_hub.train.config import DEFAULT_OUTPUT_STRIDE, TrainConfig, describe_dataset
 from gsp_hub.train.data import RunData, load_dataset_splits, load_run_data, train_loader
 from gsp_hub.train.distributed import gather_with_grad
 from gsp_hub.train.engine import Task, Trainer, TrainingStep
@@ -39,6 +39,7 @@ from gsp_hub.train.state import Stateful
 __all__ = [
     "EmbeddingsAndAttributes",
     "MetricLearningTask",
+    "backbone_input_kwargs",
     "compute_loss",
     "create_loss_module",
     "create_model",
@@ -80,15 +81,31 @@ def check_model_names(config: TrainConfig) -> None:
         raise unknown_model_error(config.backbone, "--backbone")
 
 
+def backbone_input_kwargs(config: TrainConfig) -> dict[str, Any]:
+    """The model's keyword arguments that follow from its backbone: ``img_size`` = ``config.img_size`` for
+    fixed-input-size (ViT-family) backbones, else ``output_stride`` = :data:`DEFAULT_OUTPUT_STRIDE` in
+    ``backbone_kwargs`` when the backbone takes it and ``config.backbone_kwargs`` does not set it."""
+    backbone_kwargs = dict(config.backbone_kwargs)
+    backbone = backbone_of(config.model, config.backbone)
+    kwargs: dict[str, Any] = {}
+    if backbone is not None and timm.get_pretrained_cfg(backbone).fixed_input_size:
+        if config.img_size:
+            kwargs["img_size"] = config.img_size
+    elif (backbone is not None and "output_stride" not in backbone_kwargs
+          and accepts_output_stride(backbone, DEFAULT_OUTPUT_STRIDE)):
+        backbone_kwargs["output_stride"] = DEFAULT_OUTPUT_STRIDE
+    if backbone_kwargs:
+        kwargs["backbone_kwargs"] = backbone_kwargs
+    return kwargs
+
+
 def create_model(config: TrainConfig) -> nn.Module:
     """``timm.create_model(config.model, ...)`` with the backbone, pooling and embedding options of ``config``."""
     check_model_names(config)
     kwargs: dict[str, Any] = dict(embed_dim=config.embed_dim, backbone_pretrained=config.pretrained,
-                                  **config.pool_kwargs)
+                                  **config.pool_kwargs, **backbone_input_kwargs(config))
     if config.pool is not None:
         kwargs["pool"] = config.pool
-    if config.backbone_kwargs:
-        kwargs["backbone_kwargs"] = dict(config.backbone_kwargs)
     if config.model == "metric_net":
         kwargs["backbone"] = config.backbone
     try:
@@ -97,8 +114,7 @@ def create_model(config: TrainConfig) -> nn.Module:
         raise ValueError(
             f"cannot build model={config.model!r} (backbone={config.backbone!r}, backbone_kwargs="
             f"{config.backbone_kwargs}, pool={config.pool!r}, pool_kwargs={config.pool_kwargs}): {error}. "
-            "Remove the option the backbone or pool does not take (e.g. --backbone-kwargs with no value for "
-            "backbones without output_stride)."
+            "Remove the option the backbone or pool does not take from --backbone-kwargs / --pool-kwargs."
         ) from error
 
 

@@ -19,7 +19,7 @@ CUB_CLASSES = {1: "001.Black_footed_Albatross", 2: "002.Laysan_Albatross", 3: "0
 CARS_CLASSES = (1, 2, 3, 4, 99, 100, 101, 102)  # of the 196 names in class_names
 SOP_TRAIN_CLASSES, SOP_TEST_CLASSES = (1, 2, 3, 4, 5), (11_319, 11_320, 11_321, 11_322)
 INSHOP_TRAIN_ITEMS = ("id_00000001", "id_00000003", "id_00000004", "id_00000008")
-INSHOP_TEST_ITEMS = ("id_00000002", "id_00000005", "id_00000007")  # each: 1 query image, 2 gallery images
+INSHOP_TEST_ITEMS = ("id_00000002", "id_00000005", "id_00000007")  # each: 1 query image, the others gallery
 IMAGES_PER_CLASS = 3
 
 
@@ -90,12 +90,13 @@ def write_sop(root: Path) -> Path:
     return folder
 
 
-def write_inshop(root: Path, *, flat: bool = False) -> Path:
+def write_inshop(root: Path, *, flat: bool = False, images_per_item: int = IMAGES_PER_CLASS) -> Path:
     """``root/inshop`` as released: Eval/list_eval_partition.txt (count line, header, rows) and Img/img/...;
-    ``flat``: the list file and img/ in the folder itself (PML's layout). 12 train, 3 query, 6 gallery images."""
+    ``flat``: the list file and img/ in the folder itself (PML's layout). By default 12 train, 3 query and 6 gallery
+    images (``images_per_item`` per item: a test item has 1 query image, the others are in the gallery)."""
     folder = root / "inshop"
-    statuses = {item: ["train"] * IMAGES_PER_CLASS for item in INSHOP_TRAIN_ITEMS}
-    statuses.update({item: ["query", "gallery", "gallery"] for item in INSHOP_TEST_ITEMS})
+    statuses = {item: ["train"] * images_per_item for item in INSHOP_TRAIN_ITEMS}
+    statuses.update({item: ["query"] + ["gallery"] * (images_per_item - 1) for item in INSHOP_TEST_ITEMS})
     rows = []
     for item in sorted(statuses):  # the official file lists the items in id order
         for i, status in enumerate(statuses[item]):

@@ -105,11 +105,13 @@ class RunData:
 
 def split_options(config: TrainConfig) -> dict[str, Any]:
     """The keyword arguments of :func:`gsp_hub.data.make_splits` that ``config`` sets for its split protocol."""
+    shared = {"validation_fraction": config.validation_fraction, "query_split": config.query_split,
+              "gallery_split": config.gallery_split}
     if config.split_protocol == "zero-shot":
-        return {"validation_fraction": config.validation_fraction}
+        return shared
     names = {"train_split": config.train_split or "train", "validation_split": config.validation_split,
              "test_split": config.test_split}
-    return {**names, "validation_fraction": config.validation_fraction, "seed": config.seed}
+    return {**names, **shared, "seed": config.seed}
 
 
 def load_dataset_splits(config: TrainConfig, *, num_processes: int = 1, progress: bool = True) -> DatasetSplits:
@@ -134,7 +136,8 @@ def load_dataset_splits(config: TrainConfig, *, num_processes: int = 1, progress
 def check_split_labels(splits: DatasetSplits, batch_size: int, m_per_class: int, num_processes: int = 1) -> None:
     """ValueError unless the labels allow the run: ``batch_size / m_per_class`` training classes per batch, one
     batch per process, and no class with a single row in the validation or test split (leave-one-out retrieval has
-    no positive for it), named by class name."""
+    no positive for it) or, for a query/gallery test, no query class missing from the gallery; named by class
+    name."""
     classes_per_batch = batch_size // m_per_class
     if splits.num_classes < classes_per_batch:
         raise ValueError(
@@ -145,8 +148,16 @@ def check_split_labels(splits: DatasetSplits, batch_size: int, m_per_class: int,
         raise ValueError(
             f"the train split has {len(splits.train)} images, fewer than one batch of {batch_size} x "
             f"{num_processes} process(es); lower --batch-size")
-    for name in ("validation", "test"):
-        rows = getattr(splits, name)
+    if splits.num_test_queries:
+        labels = np.asarray(splits.test[LABEL_COLUMN])
+        unmatched = np.setdiff1d(labels[:splits.num_test_queries], labels[splits.num_test_queries:])
+        if len(unmatched):
+            raise ValueError(
+                f"{len(unmatched)} query class(es) have no image in the gallery split, so their queries have no "
+                f"positive: {describe_classes(unmatched, splits.class_names)}; check --query-split / --gallery-split")
+    searched_leave_one_out = {"validation": splits.validation,
+                              "test": None if splits.num_test_queries else splits.test}
+    for name, rows in searched_leave_one_out.items():
         if rows is None:
             continue
         ids, counts = np.unique(np.asarray(rows[LABEL_COLUMN]), return_counts=True)

@@ -5,7 +5,8 @@ processes -> (1 - w)·base + w·ZSR (or XML, CCP) -> backward (the engine, :mod:
 task's callbacks: the GSP prototype warm-up (:class:`~gsp_hub.train.callbacks.PrototypeInitCallback`) when ZSR
 needs prototype attributes, and CCP's projection schedule (:mod:`gsp_hub.train.ccp_callback`) for ``--loss ccp``.
 Evaluation: leave-one-out retrieval metrics (:func:`gsp_hub.metrics.retrieval_metrics`) of the validation split,
-which chooses, and of the test split, which is reported.
+which chooses, and of the test split, which is reported (with ``query_split`` / ``gallery_split``: its queries
+searching its gallery, the In-shop protocol).
 """
 
 from __future__ import annotations
@@ -238,7 +239,11 @@ class MetricLearningTask(Task):
         return values
 
     def evaluate(self, network: nn.Module, loader: DataLoader, accelerator: Accelerator) -> dict[str, float]:
-        return retrieval_evaluation(network, loader, accelerator, channels_last=self.config.channels_last)
+        """Leave-one-out retrieval metrics, except on the test split of a query/gallery run (its first
+        ``num_test_queries`` rows, the queries, search the others)."""
+        num_queries = self.splits.num_test_queries if loader.dataset is self.test_data else 0
+        return retrieval_evaluation(network, loader, accelerator, channels_last=self.config.channels_last,
+                                    num_queries=num_queries)
 
     def describe_metrics(self, metrics: Mapping[str, float]) -> str:
         return f"R@1 {metrics['recall@1']:.4f}, MAP@R {metrics['map@r']:.4f}"

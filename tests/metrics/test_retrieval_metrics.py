@@ -73,6 +73,31 @@ def test_query_gallery_equals_pml_accuracy_calculator(seed: int, chunk_size: int
         assert ours[key] == pytest.approx(reference[theirs], abs=1e-6), key
 
 
+def tied_points(rng: np.random.Generator, count: int, dim: int = 6) -> torch.Tensor:
+    """Unit vectors with four entries of +-0.5, the others 0: every inner product and squared distance is a multiple
+    of 0.25, exact in float32 (ours and faiss's alike), so equal scores are common and tie-breaking decides."""
+    points = np.zeros((count, dim), dtype=np.float32)
+    for row in points:
+        row[rng.choice(dim, 4, replace=False)] = rng.choice([-0.5, 0.5], 4)
+    return torch.from_numpy(points)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_query_gallery_with_ties_equals_pml_accuracy_calculator(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    gallery, queries = tied_points(rng, 150), tied_points(rng, 60)
+    gallery_labels = torch.from_numpy(rng.integers(0, 10, 150))
+    query_labels = torch.from_numpy(rng.choice(gallery_labels.unique().numpy(), 60))  # every query has positives
+    ours = retrieval_metrics(gallery, gallery_labels, query_embeddings=queries, query_labels=query_labels, ks=(1,))
+    calculator = AccuracyCalculator(include=tuple(PML_KEYS), k="max_bin_count", device=torch.device("cpu"))
+    reference = calculator.get_accuracy(queries, query_labels, gallery, gallery_labels, ref_includes_query=False)
+    for theirs, key in PML_KEYS.items():
+        assert ours[key] == pytest.approx(reference[theirs], abs=1e-6), key
+    reversed_gallery = retrieval_metrics(gallery.flip(0), gallery_labels.flip(0), query_embeddings=queries,
+                                         query_labels=query_labels, ks=(1,))
+    assert reversed_gallery["map@r"] != pytest.approx(ours["map@r"], abs=1e-6)  # the ties change the ranking
+
+
 def test_nmi_equals_pml_and_sklearn_on_the_same_clustering() -> None:
     embeddings, labels = clustered(7, 10, (5, 15), spread=0.8)
     ours = retrieval_metrics(embeddings, labels, metrics=("nmi",), distance="euclidean")

@@ -33,12 +33,15 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-import gsp_hub.models  # noqa: F401  (registers the gsp_hub architectures with timm)
 from gsp_hub.data import MPerClassBatchSampler, describe_classes
 from gsp_hub.layers import GSPOutput
 from gsp_hub.losses import GSPLoss, ZeroShotRegularizer, create_loss
 from gsp_hub.metrics import retrieval_metrics
-from gsp_hub.models.pretrained import LITE0_MEAN, LITE0_STD, load_efficientnet_lite0_imagenet
+from gsp_hub.models.pretrained import (  # importing gsp_hub.models registers its architectures with timm
+    LITE0_MEAN,
+    LITE0_STD,
+    load_efficientnet_lite0_imagenet,
+)
 from gsp_hub.train.artifacts import export_model
 from gsp_hub.train.callbacks import Callback
 from gsp_hub.train.config import RunConfig, option, shared_option
@@ -55,8 +58,10 @@ __all__ = [
     "FeatureSplit",
     "build_model",
     "evaluate_cached",
+    "frozen_baseline",
     "init_embedding_pca_",
     "init_prototypes_",
+    "lite0_data_config",
     "model_name",
     "train_cached_head",
 ]
@@ -180,6 +185,12 @@ def model_name(pool: str, tag: str | None = None) -> str:
     return f"{architecture}.{tag}" if tag else architecture
 
 
+def lite0_data_config(img_size: int) -> dict[str, Any]:
+    """The preprocessing of maps cached from ``img_size`` px images: bicubic resize, no crop, mean = std = 0.5."""
+    return {"input_size": (3, img_size, img_size), "interpolation": "bicubic", "crop_pct": 1.0, "mean": LITE0_MEAN,
+            "std": LITE0_STD}
+
+
 def build_model(config: CachedHeadConfig) -> nn.Module:
     """The MetricNet over EfficientNet-Lite0 (``config.backbone_weights``) with a fresh embedding and pooling,
     built under :func:`model_name` (a zoo tag gives its pretrained config); the backbone is frozen except the
@@ -268,6 +279,11 @@ def evaluate_cached(network: CachedHeadNetwork, loader: Iterable[tuple[Tensor, T
     embeddings, labels, *effective = (torch.cat(column).cpu() for column in zip(*parts))
     metrics = retrieval_metrics(embeddings, labels)
     return {**metrics, EFFECTIVE_LOCATIONS: effective[0].mean().item()} if effective else metrics
+
+
+def frozen_baseline(split: FeatureSplit) -> dict[str, float]:
+    """The untrained reference of final maps (M, N, C): leave-one-out retrieval of their average pooling."""
+    return retrieval_metrics(split.features.float().mean(1), split.labels)
 
 
 class CachedHeadTask(Task):
@@ -369,12 +385,10 @@ class CachedHeadTask(Task):
                 f"{sum(p.numel() for p in model.parameters())} parameters train); loss: {self.loss_fn}")
 
     def export(self, directory: Path, metrics: Mapping[str, float], selected_by: str) -> Path:
-        size = self.config.img_size
         return export_model(
             self.model, directory, metrics={k: v for k, v in metrics.items() if k != EFFECTIVE_LOCATIONS},
             dataset=self.dataset, recipe=self.config.to_dict(), selected_by=selected_by,
-            data_config={"input_size": (3, size, size), "interpolation": "bicubic", "crop_pct": 1.0,
-                         "mean": LITE0_MEAN, "std": LITE0_STD},
+            data_config=lite0_data_config(self.config.img_size),
         )
 
 

@@ -1,4 +1,5 @@
-"""The cached-head task (the zoo recipe) through the one engine: exact resume, export and reload, early errors."""
+"""The cached-head task (the zoo recipe) through the one engine: exact resume, export and reload, early errors; the
+map cache and the recipe variants of the zoo scripts."""
 
 from __future__ import annotations
 
@@ -6,20 +7,25 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 import gsp_hub
+from gsp_hub.data import load_fashion_mnist_subset
 from gsp_hub.train import Trainer
 from gsp_hub.train.cached_head import (
     CachedHeadConfig,
     CachedHeadNetwork,
     CachedHeadTask,
     FeatureSplit,
+    build_model,
     evaluate_cached,
     train_cached_head,
 )
 from gsp_hub.train.data import eval_loader
+from gsp_hub.train.feature_cache import cache_maps, load_cache
+from gsp_hub.train.head_experiments import Variant
 
 
 def cached_maps(first_class: int, classes: int, per_class: int, shape: tuple[int, ...], seed: int) -> FeatureSplit:
@@ -106,3 +112,32 @@ def test_cached_head_errors_come_before_any_work(tmp_path):
         tiny_config(tmp_path / "c", batch_size=12, m_per_class=8)
     with pytest.raises(ValueError, match="labels must be \\(M,\\) integer class ids"):
         FeatureSplit(torch.zeros(3, 4, 8), torch.zeros(3))
+
+
+def test_cached_block_input_maps_continue_to_the_cached_final_maps(tmp_path):
+    # The ImageNet Lite0 (installed package) over 3 real images at 32 px: final maps (3, 1, 1280), and the input of
+    # block 6 (3, 192, 1, 1), which the fine-tuning network runs through blocks 6.., conv_head and bn2.
+    images = load_fashion_mnist_subset()["train"].select(range(5))
+    rows = np.array([4, 0, 2])
+    final = load_cache(cache_maps(images, rows, tmp_path / "final", 32, None))
+    block_input = load_cache(cache_maps(images, rows, tmp_path / "block6", 32, None, from_block=6))
+    assert final.features.shape == (3, 1, 1280) and final.features.dtype == torch.float16
+    assert block_input.features.shape == (3, 192, 1, 1)
+    assert final.labels.tolist() == block_input.labels.tolist() == [images[int(i)]["label"] for i in rows]
+    network = CachedHeadNetwork(build_model(CachedHeadConfig(output_dir=str(tmp_path), finetune_from_block=6)), 6)
+    with torch.no_grad():
+        continued = network.eval().local_features(block_input.features)
+    torch.testing.assert_close(continued, final.features.float(), atol=0.02, rtol=0.01)  # fp16 caches
+
+
+def test_variants_override_the_base_recipe(tmp_path):
+    variant = Variant.parse("gsp+zsr:pool=gsp,zsr_weight=0.3,gamma=20")
+    config = variant.config(tiny_config(tmp_path / "base", pool="avg"), seed=3, output_dir=tmp_path / "runs")
+    assert (config.pool, config.zsr_weight, config.gamma, config.seed, config.embed_dim) == ("gsp", 0.3, 20.0, 3, 16)
+    assert config.output_dir == str(tmp_path / "runs")
+    with pytest.raises(ValueError, match="unknown \\['gama'\\]"):
+        Variant.parse("g:gama=20")
+    with pytest.raises(ValueError, match="could not convert"):
+        Variant.parse("g:gamma=high")
+    with pytest.raises(ValueError, match="zsr_weight must be"):
+        Variant.parse("g:zsr_weight=2").config(config, seed=0, output_dir=tmp_path)

@@ -45,6 +45,8 @@ __all__ = [
     "create_model",
     "create_optimizer",
     "create_xml_loss",
+    "describe_retrieval_metrics",
+    "loss_log_values",
     "train",
 ]
 
@@ -161,6 +163,19 @@ def compute_loss(
     return terms, outputs
 
 
+def describe_retrieval_metrics(metrics: Mapping[str, float]) -> str:
+    """The headline retrieval metrics as a log-line fragment: ``"R@1 0.6120, MAP@R 0.2034"``."""
+    return f"R@1 {metrics['recall@1']:.4f}, MAP@R {metrics['map@r']:.4f}"
+
+
+def loss_log_values(terms: LossTerms) -> dict[str, float]:
+    """Tensorboard scalars of a step's loss terms: the total, the base loss and ZSR (when on)."""
+    values = {"train/loss": terms.total.item(), "train/base_loss": terms.base.item()}
+    if terms.regularizer is not None:
+        values["train/zsr_loss"] = terms.regularizer.item()
+    return values
+
+
 class MetricLearningTask(Task):
     """A metric-learning run of a :class:`TrainConfig` (module docstring); ``Trainer(MetricLearningTask(config))``.
 
@@ -229,14 +244,7 @@ class MetricLearningTask(Task):
         if not getattr(self.model.pool, "initialized", True):
             attributes = None  # prototypes not initialised yet (the warm-up callback fills them): ZSR is skipped
         terms, outputs = compute_loss(self.loss_fn, embeddings, labels, attributes, step)
-        return TrainingStep(terms.total, outputs, partial(self._log_values, terms))
-
-    @staticmethod
-    def _log_values(terms: LossTerms) -> dict[str, float]:
-        values = {"train/loss": terms.total.item(), "train/base_loss": terms.base.item()}
-        if terms.regularizer is not None:
-            values["train/zsr_loss"] = terms.regularizer.item()
-        return values
+        return TrainingStep(terms.total, outputs, partial(loss_log_values, terms))
 
     def evaluate(self, network: nn.Module, loader: DataLoader, accelerator: Accelerator) -> dict[str, float]:
         """Leave-one-out retrieval metrics, except on the test split of a query/gallery run (its first
@@ -246,7 +254,7 @@ class MetricLearningTask(Task):
                                     num_queries=num_queries)
 
     def describe_metrics(self, metrics: Mapping[str, float]) -> str:
-        return f"R@1 {metrics['recall@1']:.4f}, MAP@R {metrics['map@r']:.4f}"
+        return describe_retrieval_metrics(metrics)
 
     def describe(self) -> str:
         config, model = self.config, self.model

@@ -24,8 +24,18 @@ that cannot be ranked raise before any work: no rows (or one row, leave-one-out)
 ``'cosine'`` rows shorter than ``MIN_COSINE_NORM`` = 1e-12 (a zero vector has no direction; ``F.normalize`` would
 clamp its norm and rank it wrongly), reported by row index. Longer rows are normalised by their true norm.
 
-Equal scores are ranked by lower gallery index; the ranking does not depend on ``chunk_size`` (up to scores that
-BLAS rounds differently in the last bit for different block shapes).
+Ties. Neighbours with equal scores are ranked by lower gallery index, in every chunking and with or without bf16
+screening: the result is the stable order by (-score, index) of the scores the search computes. What ``chunk_size``
+can change is the last bit of the scores themselves: each block is one BLAS matrix product, whose summation order
+depends on the block shape, and cosine scores are products of L2-normalised rows, whose normalisation rounds. So
+two cosines equal in exact arithmetic (a query against (1, 1) and against (3, 3), normalised to entries 0.70710677
+and 0.70710683; or two different rows at the same angle) can differ by a unit in the last place, and then their
+order can depend on ``chunk_size`` and differ from a float64 computation; only scores that agree to within float32
+rounding can change places this way. Exact ties stay exact in every chunking when every score is computed without
+rounding: euclidean scores of small-integer embeddings (all sums below 2^24), and cosine scores of rows whose norms
+are powers of two and whose entries have few significant bits (so normalising and multiplying them is exact).
+Making mathematically equal cosines compare equal more often would need other scores (e.g. raw products divided by
+the norms afterwards: extra passes over every score block), which the search avoids for speed.
 """
 
 from __future__ import annotations
@@ -155,9 +165,10 @@ def nearest_neighbors(
     """Exact k nearest gallery items (G, D) of every query (Q, D): (Q, k) int64 gallery indices, nearest first.
 
     ``gallery=None`` searches ``queries`` (N, D) among themselves (N >= 2), each row excluding itself (by index, not
-    by distance). Equal scores are ordered by lower gallery index. Inputs are checked as in
-    :func:`retrieval_metrics`. Memory: ``chunk_size x chunk_size`` scores plus the running top-k lists.
-    ``bf16_screening`` as in :func:`retrieval_metrics`.
+    by distance). Equal scores are ordered by lower gallery index (see "Ties" in the module notes for when
+    mathematically equal scores compare equal). Inputs are checked as in :func:`retrieval_metrics`. Memory:
+    ``chunk_size x chunk_size`` scores plus the running top-k lists. ``bf16_screening`` as in
+    :func:`retrieval_metrics`.
     """
     _check_choice(distance, DISTANCES, "distance")
     _check_chunk_size(chunk_size)

@@ -2,14 +2,15 @@
 
 Scores are computed block by block (``chunk_size`` queries x ``chunk_size`` gallery items), never as an N x N
 matrix. Every query keeps a running list of its k best (score, gallery index) pairs under the strict order "higher
-score first, then lower index". A block proposes, per query, either its own first k under that order (while the
-list is filling up) or every score reaching the list's current k-th best (afterwards; a cheap comparison instead of
-a top-k), and a stable sort merges the proposals into the list: the result is the exact global first k whatever the
-blocking. A list that is still filling up takes the block's entries reaching the k-th largest of its tile maxima (k
-tiles hold an entry that high, so its first k do). In leave-one-out mode the score matrix is symmetric, so each block
-above the diagonal is computed once and feeds both its rows and (transposed) its columns, halving the matrix products;
-the diagonal blocks come first, so that data stored by class (most benchmarks' files) fill every list with its true
-neighbours early and later blocks propose few entries.
+score first, then lower index". A block proposes, per query, either its own first k under that order (while the list
+is filling up) or every score reaching the list's current k-th best (afterwards; a cheap comparison instead of a
+top-k), and a stable sort merges the proposals into the list: the result is the exact global first k of the scores
+as computed, whatever the blocking (the scores themselves can differ in the last bit between block shapes: see
+"Ties" in :mod:`gsp_hub.metrics.retrieval`). A list that is still filling up takes the block's entries reaching the
+k-th largest of its tile maxima (k tiles hold an entry that high, so its first k do). In leave-one-out mode the
+score matrix is symmetric, so each block above the diagonal is computed once and feeds both its rows and
+(transposed) its columns, halving the matrix products; the diagonal blocks come first, so that data stored by class
+(most benchmarks' files) fill every list with its true neighbours early and later blocks propose few entries.
 
 **bfloat16 screening** (cosine only; :func:`screening_available`). On CPUs with bfloat16 matrix units a bf16
 ``matmul`` is about 3x faster than float32, but not exact. The screened search runs the blocked search on bf16

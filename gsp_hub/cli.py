@@ -40,8 +40,9 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, purpose: str) -> None
     """The options that pick a data set split: --dataset, --split-protocol, --split, --image-column,
     --label-column (``purpose`` completes "which side of the split to ...")."""
     parser.add_argument("--dataset", default=None, help="data set as for `gsp-hub train --dataset`: a Hub id, a "
-                        "save_to_disk, Hub-layout, parquet or image folder, a .parquet file or a .csv / .jsonl table "
-                        "of image paths and labels (default: the embedded fashion-mnist-subset)")
+                        "save_to_disk, Hub-layout, parquet or image folder, a .parquet file, a .csv / .jsonl table "
+                        "of image paths and labels, or a DML benchmark folder as cub200:ROOT, cars196:ROOT, sop:ROOT "
+                        "or inshop:ROOT (default: the embedded fashion-mnist-subset)")
     parser.add_argument("--split-protocol", choices=("zero-shot", "own"), default="zero-shot",
                         help="how to split classes / rows (default: zero-shot)")
     parser.add_argument("--split", choices=("test", "train"), default="test",

@@ -25,12 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from collage_experiment import summarise  # noqa: E402
-
-from gsp_hub.io import write_json  # noqa: E402
-from gsp_hub.train.distill import METHODS, DistillConfig  # noqa: E402
-from gsp_hub.train.distillation import distill  # noqa: E402
+from gsp_hub.io import write_json
+from gsp_hub.train.distill import METHODS, DistillConfig
+from gsp_hub.train.distillation import distill
+from gsp_hub.train.head_experiments import summarise
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 KEYS = ("top1_start", "top1_last")

@@ -4,7 +4,8 @@ The zoo protocol of ``train_zoo.py`` (its cached frozen EfficientNet-Lite0 maps,
 out to select the epoch by MAP@R, leave-one-out test on the 5,000 valid images of classes 100-199), repeated for
 several head seeds with every variant (the same seed gives every head the same batches: paired differences).
 Reports the selected epoch's test metrics as mean ± std over seeds and paired differences vs the first variant,
-next to the untrained frozen baseline; writes every run to a JSON file. Nothing is exported.
+next to the untrained frozen baseline; writes every run to a JSON file. The heads train through the run engine
+(run folders under ``<runs-dir>/tin_fidelity``); nothing is published.
 
     python scripts/tin_fidelity.py --cache-dir /work/cache/zoo --seeds 0,1,2,3,4 --out benchmarks/tin_fidelity.json
 
@@ -15,22 +16,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from dataclasses import asdict
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from collage_experiment import add_seeded_run_arguments, report, runs_and_variants
-from train_zoo import (
-    HeadRecipe,
+from gsp_hub.train.cached_head import frozen_baseline
+from gsp_hub.train.commands import configure_logging
+from gsp_hub.train.head_experiments import (
     add_cached_split_arguments,
     add_head_recipe_arguments,
+    add_seeded_run_arguments,
     add_source_arguments,
-    frozen_baseline,
+    head_config,
+    report,
+    runs_and_variants,
+    runs_dir,
     split_features,
-    train_head,
+    train_variant,
 )
 
 KEYS = ("recall@1", "recall@2", "recall@4", "map@r", "r_precision")
@@ -51,16 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    configure_logging()
     merged, variants, names = runs_and_variants(args, DEFAULT_VARIANTS)
     train, val, test = split_features(args)
     references = {"frozen GAP (1280-d, untrained)": frozen_baseline(test)}
-    base = HeadRecipe(
-        pool="avg", image_size=args.image_size, train_per_class=args.train_per_class, val_classes=args.val_classes,
-        embed_dim=args.embed_dim, embed_init=args.embed_init, loss=args.loss, zsr_weight=0.0,
-        num_prototypes=args.num_prototypes, transport_ratio=args.transport_ratio, gamma=args.gamma,
-        classes_per_batch=args.classes_per_batch, images_per_class=args.images_per_class, lr=args.lr,
-        weight_decay=args.weight_decay, epochs=args.epochs, seed=0,
-    )
+    base = head_config(args, runs_dir(args) / "tin_fidelity", pool="avg", tag=None, embed_init=args.embed_init,
+                       zsr_weight=0.0, img_size=args.image_size)
     command = "python scripts/tin_fidelity.py " + " ".join(argv if argv is not None else sys.argv[1:])
     runs: list[dict] = list(merged)
     if not variants:
@@ -68,13 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")] if variants else []
     for done, seed in enumerate(seeds, start=1):  # seed-major: paired after every seed
         for variant in variants:
-            recipe = variant.recipe(base, seed)
-            start = time.time()
-            _, history, best = train_head(recipe, args.backbone_weights, train, val, test)
-            print(f"== {variant.name} seed {seed}: selected epoch {best['epoch']}, R@1 {100 * best['recall@1']:.2f}"
-                  f"  MAP@R {100 * best['map@r']:.2f}  ({time.time() - start:.0f} s)", flush=True)
-            runs.append({"variant": variant.name, "seed": seed, "recipe": asdict(recipe), "metrics": best,
-                         "history": history, "seconds": time.time() - start})
+            run = train_variant(variant, base, seed, train, test, val)
+            best = run["metrics"]
+            print(f"== {variant.name} seed {seed}: selected epoch {best['epoch']:g}, R@1 {100 * best['recall@1']:.2f}"
+                  f"  MAP@R {100 * best['map@r']:.2f}  ({run['seconds']:.0f} s)", flush=True)
+            runs.append(run)
         report(runs, names, references, command, args.out, f"after {done} of {len(seeds)} seeds (+ merged runs)",
                KEYS)
     return 0

@@ -11,7 +11,8 @@ The data flow of a run::
 
 ``source=None`` is the Fashion-MNIST subset shipped in the package (:mod:`gsp_hub.data.embedded`); ``source`` may also
 be a path, a Hub id, a CSV / JSON-lines table of image paths or a ``datasets.Dataset`` / ``DatasetDict`` object
-(:mod:`gsp_hub.data.loading`).
+(:mod:`gsp_hub.data.loading`), or one of the four DML benchmarks in its official layout, ``cub200:/data/CUB_200_2011``
+(:mod:`gsp_hub.data.dml_benchmarks`).
 """
 
 from gsp_hub.data.collage import (
@@ -22,6 +23,14 @@ from gsp_hub.data.collage import (
     CollageSplit,
     build_tin_collage,
     collage_location_cells,
+)
+from gsp_hub.data.dml_benchmarks import (
+    DML_BENCHMARKS,
+    load_cars196,
+    load_cub200,
+    load_dml_benchmark,
+    load_inshop,
+    load_stanford_online_products,
 )
 from gsp_hub.data.embedded import (
     EMBEDDED_DATASET_NAME,
@@ -65,6 +74,7 @@ __all__ = [
     "COLLAGE_GRID",
     "COLLAGE_SPLITS",
     "COLLAGE_TILE_SIZE",
+    "DML_BENCHMARKS",
     "EMBEDDED_DATASET_NAME",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_SUBSET_PATH",
@@ -89,8 +99,13 @@ __all__ = [
     "create_image_transforms",
     "decode_image",
     "find_bad_images",
+    "load_cars196",
+    "load_cub200",
+    "load_dml_benchmark",
     "load_fashion_mnist_subset",
     "load_image_dataset",
+    "load_inshop",
+    "load_stanford_online_products",
     "make_splits",
     "own_splits",
     "resolve_image_config",

@@ -16,7 +16,9 @@ Sources (``load_image_dataset(source)``):
   relative to the table's folder (absolute paths are kept), one ``train`` split or one split per value of a
   ``split`` column; every file must exist (checked up front, an error names the rows);
 * a Hub id ``org/name`` (anything of that shape that is not an existing path): ``datasets.load_dataset(id)``, from
-  the local cache when offline.
+  the local cache when offline;
+* a deep-metric-learning benchmark in its official layout, ``PREFIX:ROOT`` with PREFIX ``cub200``, ``cars196``,
+  ``sop`` or ``inshop`` (:mod:`gsp_hub.data.dml_benchmarks`): its official splits, training classes first.
 
 Whatever the source, the result is normalised: the detected (or named) image column becomes ``image``
 (``datasets.Image``), the label column becomes ``label``, a ``ClassLabel`` whose ids 0..C-1 are exactly the
@@ -109,7 +111,8 @@ def load_image_dataset(
     Args:
         source: ``None`` / ``"fashion-mnist-subset"``, a ``Dataset`` / ``DatasetDict`` (or iterable) object, a
             local folder (``save_to_disk``, Hub-layout, parquet or image folder), a ``.parquet`` file, a ``.csv`` /
-            ``.jsonl`` / ``.json`` table of image paths and labels, or a Hub id.
+            ``.jsonl`` / ``.json`` table of image paths and labels, a Hub id, or a benchmark ``PREFIX:ROOT``
+            (``cub200:/data/CUB_200_2011``).
         split: keep only this split (or these splits); default all.
         image_column / label_column: use these columns instead of detecting them (for a table: the column of
             image paths).
@@ -200,8 +203,12 @@ def _materialise_split(stream: IterableDataset) -> Dataset:
 
 
 def _load_source(source: str, revision: str | None, image_column: str | None) -> Dataset | DatasetDict:
-    """Dispatch on the kind of source: save_to_disk folder, other local folder, parquet file, table of image paths,
-    or Hub id."""
+    """Dispatch on the kind of source: a benchmark folder ``PREFIX:ROOT``, save_to_disk folder, other local folder,
+    parquet file, table of image paths, or Hub id."""
+    from gsp_hub.data.dml_benchmarks import DML_BENCHMARKS, load_dml_benchmark  # that module builds on this one
+
+    if source.partition(":")[0] in DML_BENCHMARKS:
+        return load_dml_benchmark(source)
     path = Path(source).expanduser()
     if path.is_dir() and any((path / marker).is_file() for marker in _SAVE_TO_DISK_MARKERS):
         return load_from_disk(str(path))
@@ -223,7 +230,8 @@ def _load_source(source: str, revision: str | None, image_column: str | None) ->
     if _HUB_ID.fullmatch(source):
         return _load_from_hub(source, revision)
     raise FileNotFoundError(f"--dataset {source!r}: no such file or folder. Give an existing folder, .parquet, .csv "
-                            f"or .jsonl file, a Hub id of the form org/name, or omit --dataset to use the embedded "
+                            f"or .jsonl file, a Hub id of the form org/name, a benchmark folder as PREFIX:ROOT "
+                            f"(PREFIX one of {', '.join(DML_BENCHMARKS)}), or omit --dataset to use the embedded "
                             f"{EMBEDDED_DATASET_NAME!r}")
 
 

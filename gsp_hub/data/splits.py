@@ -7,8 +7,11 @@ classifier heads need); validation and test labels keep their ids (only equality
 The three splits have three jobs (Musgrave et al. 2020, "A Metric Learning Reality Check"): ``train`` is trained
 on, ``validation`` chooses (the exported epoch, early stopping, CCP's plateau rule), ``test`` is only reported.
 
-Zero-shot protocol (CUB-200, Cars-196, SOP, Tiny ImageNet): classes sorted by id, the first half
-(ids < C // 2) is the training half, the rest is for testing, with no class in both. The last
+Zero-shot protocol (CUB-200, Cars-196, SOP, In-shop, Tiny ImageNet): classes sorted by id, the first half
+(ids < C // 2) is the training half, the rest is for testing, with no class in both. A data set that comes split by
+class with its training classes first — its ``train`` split holds exactly the classes 0..T-1 and no other split
+holds any of them, as the benchmark loaders of :mod:`gsp_hub.data.dml_benchmarks` return them — keeps its own
+training classes: the training half is 0..T-1 (SOP: 11,318 of 22,634 classes, not 11,317). The last
 ``validation_fraction`` of the training half (at least 2 classes, so that leave-one-out retrieval means something)
 are held out as validation classes, never trained on; the remaining classes (at least 2) are trained on. By default
 the rows of every split are pooled first, as CUB and Cars are used (their Hub copies come with a classification
@@ -20,6 +23,11 @@ anchors in ``shared/README.md``.
 
 Own protocol: the data set's own ``train`` / ``validation`` / ``test`` splits (names configurable); without a
 validation split, ``validation_fraction`` of every training class's rows is held out (seeded, stratified).
+
+Query/gallery evaluation (In-shop): with ``query_split`` and ``gallery_split`` (either protocol) the test set is the
+rows of the query split followed by those of the gallery split (zero-shot: of the test classes);
+``DatasetSplits.num_test_queries`` says where the queries end. The queries then search the gallery instead of every
+test row searching the others (leave-one-out).
 """
 
 from __future__ import annotations
@@ -57,6 +65,8 @@ class DatasetSplits:
         validation: rows that choose the model (best epoch, early stopping), or None (no selection: last epoch).
         num_validation_classes: number of classes in ``validation`` (0 without one).
         class_names: the data set's class names, indexed by label id.
+        num_test_queries: 0: every ``test`` row queries the others (leave-one-out); else the first
+            ``num_test_queries`` rows of ``test`` are queries and the others their gallery.
     """
 
     train: Dataset
@@ -68,6 +78,7 @@ class DatasetSplits:
     validation: Dataset | None = None
     num_validation_classes: int = 0
     class_names: tuple[str, ...] = ()
+    num_test_queries: int = 0
 
     def describe(self, split: str) -> str:
         """``split`` ('train', 'validation', 'test') in words for reports, e.g. ``"classes 3-4 (Dress, Coat)"``."""
@@ -109,22 +120,34 @@ def zero_shot_split(
     train_splits: Sequence[str] | None = None,
     test_splits: Sequence[str] | None = None,
     validation_fraction: float = 0.0,
+    query_split: str | None = None,
+    gallery_split: str | None = None,
 ) -> DatasetSplits:
-    """Classes 0..C//2-1 are the training half, C//2..C-1 the test classes, rows pooled over the named splits
-    (default all); the last ``validation_fraction`` of the training half (rounded up, at least 2 classes when
-    positive) become validation classes. 0 holds out none (no model selection)."""
+    """Classes 0..C//2-1 are the training half (0..T-1 for a data set that comes split by class, see the module
+    docstring), the others the test classes, rows pooled over the named splits (default all); the last
+    ``validation_fraction`` of the training half (rounded up, at least 2 classes when positive) become validation
+    classes. 0 holds out none (no model selection). ``query_split`` / ``gallery_split``: the test classes' rows of
+    these two splits, queries first, replace ``test_splits``."""
     num_classes = _num_classes(dataset)
     if num_classes < 4:
         raise ValueError(f"the zero-shot split needs at least 4 classes (2 to train, 2 to test); the data set has "
                          f"{num_classes}. Use the data set's own splits (--split-protocol own) instead")
-    boundary = num_classes // 2
+    query_gallery = _query_gallery_names(dataset, query_split, gallery_split)
+    if query_gallery and test_splits is not None:
+        raise ValueError(f"test_splits={test_splits!r} and query_split / gallery_split both name the test rows; "
+                         "pass one or the other")
+    boundary = _training_half(dataset, num_classes)
     num_validation = _num_validation_classes(boundary, validation_fraction)
     num_train = boundary - num_validation
     train_names = _split_names(dataset, train_splits, "train_splits")
-    test_names = _split_names(dataset, test_splits, "test_splits")
+    test_names = list(query_gallery) if query_gallery else _split_names(dataset, test_splits, "test_splits")
     train = _rows_of_classes(dataset, train_names, 0, num_train)
     validation = _rows_of_classes(dataset, train_names, num_train, boundary) if num_validation else None
-    test = _rows_of_classes(dataset, test_names, boundary, num_classes)
+    if query_gallery:
+        queries, gallery = (_rows_of_classes(dataset, [name], boundary, num_classes) for name in query_gallery)
+        test, num_queries = concatenate_datasets([queries, gallery]), len(queries)
+    else:
+        test, num_queries = _rows_of_classes(dataset, test_names, boundary, num_classes), 0
     names = _class_names(dataset)
     train_ids, validation_ids, test_ids = range(num_train), range(num_train, boundary), range(boundary, num_classes)
     lines = [f"zero-shot: train {len(train)} rows of {_ids_text(train_ids)} from {'+'.join(train_names)}"
@@ -132,10 +155,11 @@ def zero_shot_split(
     if validation is not None:
         lines.append(f"validation {len(validation)} rows of {_ids_text(validation_ids)} from "
                      f"{'+'.join(train_names)}{_names_text(validation_ids, names)}, choose the model")
-    lines.append(f"test {len(test)} rows of {_ids_text(test_ids)} from {'+'.join(test_names)}"
-                 f"{_names_text(test_ids, names)}, reported only")
+    rows = _query_gallery_text(num_queries, len(test), query_gallery) if query_gallery else f"{len(test)} rows"
+    source = "" if query_gallery else f" from {'+'.join(test_names)}"
+    lines.append(f"test {rows} of {_ids_text(test_ids)}{source}{_names_text(test_ids, names)}, reported only")
     return DatasetSplits(train, test, num_train, num_classes - boundary, "zero-shot", "; ".join(lines),
-                         validation, num_validation, names)
+                         validation, num_validation, names, num_queries)
 
 
 def own_splits(
@@ -146,25 +170,35 @@ def own_splits(
     test_split: str | None = None,
     validation_fraction: float = 0.0,
     seed: int = 0,
+    query_split: str | None = None,
+    gallery_split: str | None = None,
 ) -> DatasetSplits:
     """The data set's own splits, same classes in all. ``test_split`` default: test, validation, valid, val (the
     first present). ``validation_split`` default: validation, valid or val when present besides the test split;
     otherwise ``validation_fraction`` of every training class's rows (rounded up, seeded) is held out of ``train``
-    (0: no validation split)."""
-    if test_split is None:
+    (0: no validation split). ``query_split`` / ``gallery_split``: the test rows are these two splits' rows, queries
+    first, instead of a test split."""
+    query_gallery = _query_gallery_names(dataset, query_split, gallery_split)
+    if query_gallery and test_split is not None:
+        raise ValueError(f"test_split={test_split!r} and query_split / gallery_split both name the test rows; pass "
+                         "one or the other")
+    if test_split is None and not query_gallery:
         test_split = next((name for name in _TEST_SPLIT_NAMES if name in dataset and name != train_split), None)
         if test_split is None:
             raise ValueError(f"the data set has no test split (splits: {list(dataset)}, looked for "
                              f"{list(_TEST_SPLIT_NAMES)}); name one with test_split= (--test-split) or use the "
                              "zero-shot protocol")
+    test_names = list(query_gallery) if query_gallery else [test_split]
     if validation_split is None:
         validation_split = next((name for name in _VALIDATION_SPLIT_NAMES
-                                 if name in dataset and name not in (train_split, test_split)), None)
-    named = [train_split, test_split] + ([validation_split] if validation_split else [])
+                                 if name in dataset and name not in (train_split, *test_names)), None)
+    named = [train_split, *test_names] + ([validation_split] if validation_split else [])
     _split_names(dataset, named, "train_split/validation_split/test_split")
     if len(set(named)) < len(named):
         raise ValueError(f"train_split/validation_split/test_split must name different splits, got {named}")
-    train, test = dataset[train_split], dataset[test_split]
+    train = dataset[train_split]
+    test = concatenate_datasets([dataset[name] for name in test_names]) if query_gallery else dataset[test_split]
+    num_queries = len(dataset[test_names[0]]) if query_gallery else 0
     if validation_split:
         validation = dataset[validation_split]
         source = repr(validation_split)
@@ -177,9 +211,11 @@ def own_splits(
     lines = [f"own splits: train {len(train)} rows ({train_split!r}, {describe_classes(_labels(train), names)})"]
     if validation is not None:
         lines.append(f"validation {len(validation)} rows ({source}), choose the model")
-    lines.append(f"test {len(test)} rows ({test_split!r}), reported only")
+    rows = _query_gallery_text(num_queries, len(test), query_gallery) if query_gallery else \
+        f"{len(test)} rows ({test_split!r})"
+    lines.append(f"test {rows}, reported only")
     return DatasetSplits(train, test, _num_classes(dataset), len(_labels(test)), "own", "; ".join(lines),
-                         validation, 0 if validation is None else len(_labels(validation)), names)
+                         validation, 0 if validation is None else len(_labels(validation)), names, num_queries)
 
 
 def make_splits(dataset: DatasetDict, protocol: SplitProtocol = "zero-shot", **kwargs: Any) -> DatasetSplits:
@@ -189,6 +225,39 @@ def make_splits(dataset: DatasetDict, protocol: SplitProtocol = "zero-shot", **k
     if protocol == "own":
         return own_splits(dataset, **kwargs)
     raise ValueError(f"split protocol {protocol!r} is unknown; expected one of {SPLIT_PROTOCOLS}")
+
+
+def _training_half(dataset: DatasetDict, num_classes: int) -> int:
+    """T, the classes 0..T-1 of the zero-shot training half: those of the ``train`` split when it holds exactly
+    0..T-1 (T < C) and no other split holds any of them (a data set split by class, training classes first), else
+    C // 2."""
+    if "train" not in dataset or len(dataset) < 2:
+        return num_classes // 2
+    train_classes = _labels(dataset["train"])
+    count = len(train_classes)
+    own_split = count < num_classes and np.array_equal(train_classes, np.arange(count)) and all(
+        _labels(rows).min(initial=count) >= count for name, rows in dataset.items() if name != "train")
+    return count if own_split else num_classes // 2
+
+
+def _query_gallery_names(dataset: DatasetDict, query_split: str | None,
+                         gallery_split: str | None) -> tuple[str, str] | None:
+    """(query split, gallery split), checked to be two different splits of ``dataset``; None when neither is
+    named."""
+    if query_split is None and gallery_split is None:
+        return None
+    if query_split is None or gallery_split is None or query_split == gallery_split:
+        raise ValueError(f"query_split={query_split!r}, gallery_split={gallery_split!r}: a query/gallery evaluation "
+                         "needs both, two different splits (e.g. --query-split query --gallery-split gallery); name "
+                         "both or neither")
+    _split_names(dataset, [query_split, gallery_split], "query_split/gallery_split")
+    return query_split, gallery_split
+
+
+def _query_gallery_text(num_queries: int, num_rows: int, split_names: tuple[str, str]) -> str:
+    """``"14 query rows ('query') searching 26 gallery rows ('gallery')"``."""
+    query, gallery = split_names
+    return f"{num_queries} query rows ({query!r}) searching {num_rows - num_queries} gallery rows ({gallery!r})"
 
 
 def _num_validation_classes(num_training_half: int, fraction: float) -> int:

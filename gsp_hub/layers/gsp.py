@@ -20,9 +20,11 @@ from gsp_hub.layers.ops import greedy_k_center, unit_ball
 from gsp_hub.layers.pooling import register_pool, to_tokens
 from gsp_hub.layers.transport import (
     GAP_RATIO_THRESHOLD,
+    MAX_LAYER_GAMMA,
     check_transport_params,
     partial_transport_factors,
     solver_dtype,
+    tracing,
 )
 
 __all__ = ["GSP", "GSPOutput", "prototype_costs"]
@@ -56,6 +58,24 @@ def prototype_costs(features: Tensor, prototypes: Tensor) -> Tensor:
     return squared.clamp(min=1e-12).sqrt().transpose(1, 2)
 
 
+def _check_features(tokens: Tensor) -> None:
+    """Raise ValueError unless the features ``x``, as (B, N, dim) tokens, are floating point and (outside tracing)
+    finite."""
+    if not tokens.is_floating_point():
+        raise ValueError(
+            f"x must be a floating-point tensor of local features, got dtype {tokens.dtype}; cast it with x.float()."
+        )
+    if tracing():
+        return
+    finite = torch.isfinite(tokens.detach()).flatten(1).all(dim=1)  # (B,)
+    if not bool(finite.all()):
+        samples = (~finite).nonzero().squeeze(1).tolist()
+        raise ValueError(
+            f"x must contain only finite values, got NaN or inf in {len(samples)} sample(s) (first: {samples[:10]}); "
+            "check the backbone output (e.g. a diverged step or a float16 overflow)."
+        )
+
+
 @register_pool("gsp")
 class GSP(nn.Module):
     """Generalized Sum Pooling: (B, dim, H, W) or (B, N, dim) -> (B, dim).
@@ -64,7 +84,8 @@ class GSP(nn.Module):
         dim: feature width.
         num_prototypes: K, number of learnable prototypes.
         transport_ratio: fraction of the feature mass transported (about the fraction of locations selected), (0, 1].
-        gamma: inverse entropy temperature > 0 (large = hard selection).
+        gamma: inverse entropy temperature in (0, 100] (large = hard selection; ``MAX_LAYER_GAMMA``: beyond, the
+            fixed-step solve may not converge, and 100 already selects almost hard).
         iters: Newton steps of the transport root solve.
         memory_size: number of pooled embeddings a warm-up (e.g. a training callback) collects before calling
             :meth:`init_prototypes_`; at least 2 * num_prototypes. Not used by the layer itself.
@@ -72,6 +93,11 @@ class GSP(nn.Module):
     ``prototypes`` (K, dim) is created once here and only ever written in place; ``initialized`` (bool buffer) turns
     True after :meth:`init_prototypes_`. Computation runs in float32 (float64 inputs stay float64) with autocast
     disabled; ``pooled`` is returned in the input dtype.
+
+    Inputs must be floating point: integer features raise (as torch / timm layers do; the layer would otherwise
+    return pooled features truncated to integers), and so do NaN / inf features, naming the samples, like the
+    solver rejects NaN costs (otherwise those samples' outputs are NaN). The finiteness check reads one value on
+    the host per call (a device sync on GPU) and is skipped while torch.compile / torch.export / jit tracing runs.
     """
 
     def __init__(
@@ -86,7 +112,7 @@ class GSP(nn.Module):
         super().__init__()
         check_int("dim", dim, minimum=1)
         check_int("num_prototypes", num_prototypes, minimum=1)
-        check_transport_params(transport_ratio, gamma, iters)
+        check_transport_params(transport_ratio, gamma, iters, max_gamma=MAX_LAYER_GAMMA)
         check_int("memory_size", memory_size, minimum=2 * num_prototypes,
                   meaning="2 * num_prototypes: k-center needs num_prototypes seeds plus at least as many candidates")
         self.dim = dim
@@ -135,6 +161,7 @@ class GSP(nn.Module):
         """:meth:`transport` of x (B, dim, H, W) or (B, N, dim), plus the assignment (B, K, N) of every location's
         transported mass over the prototypes (each column sums to 1), from the same solve."""
         tokens = to_tokens(x, self.dim)
+        _check_features(tokens)
         compute_dtype = solver_dtype(tokens.dtype)
         transported_mass = 1.0 if self.transport_ratio >= GAP_RATIO_THRESHOLD else self.transport_ratio
         with torch.autocast(device_type=tokens.device.type, enabled=False):

@@ -19,9 +19,23 @@ Definitions, for a query q with label y_q and its gallery neighbours ranked best
   the query labels and a k-means clustering of the query embeddings (L2-normalised for ``'cosine'``) into as
   many clusters as there are labels (faiss k-means, seed 1234, 20 iterations: the clustering PML runs).
 
-Equal scores are ranked by lower gallery index; the ranking does not depend on ``chunk_size`` (up to scores that
-BLAS rounds differently in the last bit for different block shapes). Queries without any same-label reference
-raise an error, where PML silently leaves them out of its averages.
+Queries without any same-label reference raise an error, where PML silently leaves them out of its averages. Inputs
+that cannot be ranked raise before any work: no rows (or one row, leave-one-out), width 0, NaN/inf values, and for
+``'cosine'`` rows shorter than ``MIN_COSINE_NORM`` = 1e-12 (a zero vector has no direction; ``F.normalize`` would
+clamp its norm and rank it wrongly), reported by row index. Longer rows are normalised by their true norm.
+
+Ties. Neighbours with equal scores are ranked by lower gallery index, in every chunking and with or without bf16
+screening: the result is the stable order by (-score, index) of the scores the search computes. What ``chunk_size``
+can change is the last bit of the scores themselves: each block is one BLAS matrix product, whose summation order
+depends on the block shape, and cosine scores are products of L2-normalised rows, whose normalisation rounds. So
+two cosines equal in exact arithmetic (a query against (1, 1) and against (3, 3), normalised to entries 0.70710677
+and 0.70710683; or two different rows at the same angle) can differ by a unit in the last place, and then their
+order can depend on ``chunk_size`` and differ from a float64 computation; only scores that agree to within float32
+rounding can change places this way. Exact ties stay exact in every chunking when every score is computed without
+rounding: euclidean scores of small-integer embeddings (all sums below 2^24), and cosine scores of rows whose norms
+are powers of two and whose entries have few significant bits (so normalising and multiplying them is exact).
+Making mathematically equal cosines compare equal more often would need other scores (e.g. raw products divided by
+the norms afterwards: extra passes over every score block), which the search avoids for speed.
 """
 
 from __future__ import annotations
@@ -32,11 +46,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .topk import DEFAULT_CHUNK_SIZE, blocked_topk, screening_available, squared_norms
+from .topk import DEFAULT_CHUNK_SIZE, MIN_COSINE_NORM, blocked_topk, screening_available, squared_norms
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DISTANCES",
+    "MIN_COSINE_NORM",
     "METRICS",
     "nearest_neighbors",
     "normalized_mutual_info",
@@ -49,6 +64,8 @@ SCREENING_MIN_PAIRS = 2**24  # below this (e.g. 4096 x 4096) a search takes well
 KMEANS_SEED = 1234
 KMEANS_ITERATIONS = 20
 _RESULT_KEYS = {"r_precision": "r_precision", "map_at_r": "map@r"}
+_NEEDS_A_QUERY = "at least 1 query is needed; pass the query embeddings"
+_NEEDS_A_GALLERY_ROW = "the gallery needs at least 1 row to search; pass the gallery embeddings"
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -86,14 +103,16 @@ def retrieval_metrics(
     metric_names = _check_metrics(metrics)
     _check_chunk_size(chunk_size)
     _check_screening(bf16_screening)
-    gallery = _as_embeddings(embeddings, "embeddings", dtype)
-    gallery_labels = _as_labels(labels, "labels", gallery)
     if leave_one_out:
         if query_labels is not None:
             raise ValueError(
                 "query_labels was given without query_embeddings; pass both for query/gallery retrieval or "
                 "neither for leave-one-out retrieval."
             )
+        gallery = _as_embeddings(embeddings, "embeddings", dtype, distance, min_rows=2, why=(
+            "leave-one-out retrieval (every row queries all the others) needs at least 2; pass more embeddings, or "
+            "a separate gallery as embeddings with query_embeddings/query_labels"))
+        gallery_labels = _as_labels(labels, "labels", gallery)
         queries, labels_of_queries = gallery, gallery_labels
     else:
         if query_labels is None:
@@ -101,7 +120,10 @@ def retrieval_metrics(
                 "query_embeddings was given without query_labels; pass query_labels (one integer label per "
                 "query row) as well."
             )
-        queries = _as_embeddings(query_embeddings, "query_embeddings", dtype)
+        gallery = _as_embeddings(embeddings, "embeddings", dtype, distance, min_rows=1, why=_NEEDS_A_GALLERY_ROW)
+        gallery_labels = _as_labels(labels, "labels", gallery)
+        queries = _as_embeddings(query_embeddings, "query_embeddings", dtype, distance, min_rows=1,
+                                 why=_NEEDS_A_QUERY)
         labels_of_queries = _as_labels(query_labels, "query_labels", queries)
         if queries.shape[1] != gallery.shape[1]:
             raise ValueError(
@@ -142,16 +164,22 @@ def nearest_neighbors(
 ) -> torch.Tensor:
     """Exact k nearest gallery items (G, D) of every query (Q, D): (Q, k) int64 gallery indices, nearest first.
 
-    ``gallery=None`` searches ``queries`` (N, D) among themselves, each row excluding itself (by index, not by
-    distance). Equal scores are ordered by lower gallery index. Memory: ``chunk_size x chunk_size`` scores plus
-    the running top-k lists. ``bf16_screening`` as in :func:`retrieval_metrics`.
+    ``gallery=None`` searches ``queries`` (N, D) among themselves (N >= 2), each row excluding itself (by index, not
+    by distance). Equal scores are ordered by lower gallery index (see "Ties" in the module notes for when
+    mathematically equal scores compare equal). Inputs are checked as in :func:`retrieval_metrics`. Memory:
+    ``chunk_size x chunk_size`` scores plus the running top-k lists. ``bf16_screening`` as in
+    :func:`retrieval_metrics`.
     """
     _check_choice(distance, DISTANCES, "distance")
     _check_chunk_size(chunk_size)
     _check_screening(bf16_screening)
     leave_one_out = gallery is None
-    query_matrix = _as_embeddings(queries, "queries", dtype)
-    gallery_matrix = query_matrix if leave_one_out else _as_embeddings(gallery, "gallery", dtype)
+    if leave_one_out:
+        query_matrix = gallery_matrix = _as_embeddings(queries, "queries", dtype, distance, min_rows=2, why=(
+            "searching the rows among themselves (gallery=None) needs at least 2; pass more rows or a gallery"))
+    else:
+        query_matrix = _as_embeddings(queries, "queries", dtype, distance, min_rows=1, why=_NEEDS_A_QUERY)
+        gallery_matrix = _as_embeddings(gallery, "gallery", dtype, distance, min_rows=1, why=_NEEDS_A_GALLERY_ROW)
     if query_matrix.shape[1] != gallery_matrix.shape[1]:
         raise ValueError(
             f"queries has dimension {query_matrix.shape[1]} but gallery has {gallery_matrix.shape[1]}; "
@@ -257,8 +285,11 @@ def _kmeans(points: torch.Tensor, num_clusters: int) -> np.ndarray:
 # Input checks: all run before any work, each error names the argument, the expectation, the value and the fix.
 
 
-def _as_embeddings(values: ArrayLike, name: str, dtype: torch.dtype) -> torch.Tensor:
-    """A finite (N, D) tensor of ``dtype`` on the input's device."""
+def _as_embeddings(
+    values: ArrayLike, name: str, dtype: torch.dtype, distance: str, *, min_rows: int, why: str
+) -> torch.Tensor:
+    """A finite (N, D) tensor of ``dtype`` on the input's device, with N >= ``min_rows`` (``why`` explains the
+    minimum and the fix in the error), D >= 1, and for ``'cosine'`` no row shorter than ``MIN_COSINE_NORM``."""
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}.")
     if isinstance(values, np.ndarray):
@@ -271,14 +302,32 @@ def _as_embeddings(values: ArrayLike, name: str, dtype: torch.dtype) -> torch.Te
         )
     if values.dtype == torch.bool or values.is_complex():
         raise TypeError(f"{name} must hold real numbers, got dtype {values.dtype}.")
+    if values.shape[1] == 0:
+        raise ValueError(
+            f"{name} must have at least 1 column (N, D >= 1), got shape {tuple(values.shape)}: width-0 embeddings "
+            "carry no information to rank by; check the model output."
+        )
+    if len(values) < min_rows:
+        raise ValueError(f"{name} has {len(values)} row(s); {why}.")
     values = values.detach().to(dtype)
-    finite = torch.isfinite(squared_norms(values))  # NaN/inf anywhere in a row, or an overflowing square
+    squares = squared_norms(values)
+    finite = torch.isfinite(squares)  # NaN/inf anywhere in a row, or an overflowing square
     if not finite.all():
         bad_rows = (~finite).nonzero().squeeze(1)
         raise ValueError(
             f"{name} has {len(bad_rows)} row(s) with NaN/inf values or squared norms overflowing {dtype} "
             f"(first rows: {bad_rows[:5].tolist()}); fix the model output or drop those rows."
         )
+    if distance == "cosine":
+        short = squares < MIN_COSINE_NORM**2
+        if short.any():
+            bad_rows = short.nonzero().squeeze(1)
+            raise ValueError(
+                f"{name} has {len(bad_rows)} row(s) of L2 norm below {MIN_COSINE_NORM:g} (first rows: "
+                f"{bad_rows[:5].tolist()}): zero and near-zero vectors have no direction, so their cosine "
+                f"similarity is undefined. Drop those rows (keep = {name}.norm(dim=1) >= {MIN_COSINE_NORM:g}), or "
+                "use distance='euclidean'."
+            )
     return values
 
 

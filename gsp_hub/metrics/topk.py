@@ -2,14 +2,15 @@
 
 Scores are computed block by block (``chunk_size`` queries x ``chunk_size`` gallery items), never as an N x N
 matrix. Every query keeps a running list of its k best (score, gallery index) pairs under the strict order "higher
-score first, then lower index". A block proposes, per query, either its own first k under that order (while the
-list is filling up) or every score reaching the list's current k-th best (afterwards; a cheap comparison instead of
-a top-k), and a stable sort merges the proposals into the list: the result is the exact global first k whatever the
-blocking. A list that is still filling up takes the block's entries reaching the k-th largest of its tile maxima (k
-tiles hold an entry that high, so its first k do). In leave-one-out mode the score matrix is symmetric, so each block
-above the diagonal is computed once and feeds both its rows and (transposed) its columns, halving the matrix products;
-the diagonal blocks come first, so that data stored by class (most benchmarks' files) fill every list with its true
-neighbours early and later blocks propose few entries.
+score first, then lower index". A block proposes, per query, either its own first k under that order (while the list
+is filling up) or every score reaching the list's current k-th best (afterwards; a cheap comparison instead of a
+top-k), and a stable sort merges the proposals into the list: the result is the exact global first k of the scores
+as computed, whatever the blocking (the scores themselves can differ in the last bit between block shapes: see
+"Ties" in :mod:`gsp_hub.metrics.retrieval`). A list that is still filling up takes the block's entries reaching the
+k-th largest of its tile maxima (k tiles hold an entry that high, so its first k do). In leave-one-out mode the
+score matrix is symmetric, so each block above the diagonal is computed once and feeds both its rows and
+(transposed) its columns, halving the matrix products; the diagonal blocks come first, so that data stored by class
+(most benchmarks' files) fill every list with its true neighbours early and later blocks propose few entries.
 
 **bfloat16 screening** (cosine only; :func:`screening_available`). On CPUs with bfloat16 matrix units a bf16
 ``matmul`` is about 3x faster than float32, but not exact. The screened search runs the blocked search on bf16
@@ -31,9 +32,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "blocked_topk", "screening_available", "squared_norms"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "MIN_COSINE_NORM", "blocked_topk", "screening_available", "squared_norms"]
 
 DEFAULT_CHUNK_SIZE = 2048
+MIN_COSINE_NORM = 1e-12  # shortest row a cosine search accepts (the eps of F.normalize, which would clamp below it)
 _TILE = 32  # items per tile when screening a block's rows for entries reaching the running list's floor
 _TILE_TRANSPOSED = 16  # the same down its columns (both measured fastest on bf16 blocks of 2048)
 _SCREEN_EXTRA = 32  # the screened list holds k + max(k, _SCREEN_EXTRA) candidates
@@ -74,9 +76,10 @@ def blocked_topk(
 ) -> Iterator[tuple[slice, torch.Tensor]]:
     """Yield ``(query rows, gallery indices (rows, k))`` per chunk of queries, nearest first, in query order.
 
-    ``queries`` (Q, D) and ``gallery`` (G, D) are float32 or float64; with ``leave_one_out`` they are the same
-    tensor and each query skips itself. ``distance`` is ``'cosine'`` or ``'euclidean'`` (larger = nearer: the
-    negative squared distance). ``screen`` uses the certified bf16 pass (cosine and float32 only).
+    ``queries`` (Q, D) and ``gallery`` (G, D) are float32 or float64, Q, G, D >= 1; with ``leave_one_out`` they are
+    the same tensor and each query skips itself. ``distance`` is ``'cosine'`` (every row at least
+    ``MIN_COSINE_NORM`` long, which the callers check) or ``'euclidean'`` (larger = nearer: the negative squared
+    distance). ``screen`` uses the certified bf16 pass (cosine and float32 only).
     """
     exact = _ExactScorer(queries, gallery, distance)
     exclude = torch.arange(len(queries), device=queries.device) if leave_one_out else None
@@ -255,8 +258,9 @@ def squared_norms(embeddings: torch.Tensor) -> torch.Tensor:
 
 
 def _inverse_norms(embeddings: torch.Tensor) -> torch.Tensor:
-    """(N,) 1 / max(||row||, 1e-12), the scale of ``F.normalize``."""
-    return torch.linalg.vector_norm(embeddings, dim=1).clamp_min(1e-12).reciprocal()
+    """(N,) 1 / ||row||: the true norm, rows being at least ``MIN_COSINE_NORM`` long (their squares sum to a
+    normal float32, so the norm is accurate)."""
+    return torch.linalg.vector_norm(embeddings, dim=1).reciprocal()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -143,10 +143,13 @@ def _run_eval(args: argparse.Namespace) -> int:
     from accelerate import Accelerator
 
     from gsp_hub.data import create_image_transforms, load_image_dataset, make_splits, with_image_transform
-    from gsp_hub.metrics import format_metrics, retrieval_metrics
+    from gsp_hub.metrics import format_metrics
     from gsp_hub.train.data import eval_loader
-    from gsp_hub.train.evaluation import embed_split
+    from gsp_hub.train.evaluation import embed_split, split_retrieval_metrics
 
+    if (args.query_split is not None or args.gallery_split is not None) and args.split != "test":
+        raise ValueError(f"--query-split / --gallery-split make the test split's queries and gallery; drop them or "
+                         f"--split {args.split}")
     source = locate_model_argument(args.model, args.weights)
     accelerator = Accelerator(cpu=args.cpu or not torch.cuda.is_available(), mixed_precision=args.mixed_precision)
     dataset = load_image_dataset(
@@ -154,13 +157,14 @@ def _run_eval(args: argparse.Namespace) -> int:
         verify_images=args.verify_images, skip_bad_images=args.skip_bad_images,
         progress=accelerator.is_local_main_process,
     )
-    splits = make_splits(dataset, args.split_protocol)
+    splits = make_splits(dataset, args.split_protocol, query_split=args.query_split, gallery_split=args.gallery_split)
     model = source.load()
     transform = create_image_transforms(model, input_size=args.img_size or None).eval
     dataset = with_image_transform(getattr(splits, args.split), transform)
     network, loader = accelerator.prepare(model, eval_loader(dataset, args.batch_size, args.num_workers))
     embeddings, labels = embed_split(network, loader, accelerator)
-    metrics = retrieval_metrics(embeddings, labels)
+    num_queries = splits.num_test_queries if args.split == "test" else 0
+    metrics = split_retrieval_metrics(embeddings, labels, num_queries)
     if accelerator.is_main_process:
         print(f"{args.model} on {args.dataset or 'fashion-mnist-subset'} ({args.split} split, {len(labels)} images, "
               f"{splits.summary}):")
@@ -201,10 +205,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a trained model's retrieval metrics on a data set",
         description="Embed a data set's test split with a saved model (a run or export folder, a Hub id, a zoo "
-        "model, or a timm name with --weights) and print Recall@K, R-Precision and MAP@R (leave-one-out, cosine).",
+        "model, or a timm name with --weights) and print Recall@K, R-Precision and MAP@R (cosine; leave-one-out, or "
+        "queries searching a gallery with --query-split / --gallery-split).",
     )
     add_model_arguments(eval_parser)
     add_dataset_arguments(eval_parser, "evaluate")
+    eval_parser.add_argument("--query-split", default=None,
+                             help="with --gallery-split: the test rows of this split search those of the gallery "
+                             "split (In-shop: --query-split query --gallery-split gallery) instead of leave-one-out")
+    eval_parser.add_argument("--gallery-split", default=None, help="the gallery searched by --query-split")
     eval_parser.add_argument("--verify-images", action=argparse.BooleanOptionalAction, default=True,
                              help="decode every image once first to find corrupt files (default: on)")
     eval_parser.add_argument("--skip-bad-images", action="store_true",

@@ -300,13 +300,18 @@ class TrainConfig(RunConfig):
     dataset: str | InMemoryDataset = option(
         "fashion-mnist-subset",
         "data set: the embedded 'fashion-mnist-subset', a Hub id org/name (the local cache when offline), a local "
-        "save_to_disk, Hub-layout, parquet or image folder (root/<class>/<image>), a .parquet file, or a .csv / "
-        ".jsonl table of image paths (relative to the table) and labels, with an optional split column; in Python "
-        "also a datasets.Dataset or DatasetDict object", group="data")
-    split_protocol: str = option("zero-shot", "zero-shot: first half of the classes to train (its last "
+        "save_to_disk, Hub-layout, parquet or image folder (root/<class>/<image>), a .parquet file, a .csv / "
+        ".jsonl table of image paths (relative to the table) and labels, with an optional split column, or a DML "
+        "benchmark in its official layout: cub200:ROOT, cars196:ROOT, sop:ROOT, inshop:ROOT; in Python also a "
+        "datasets.Dataset or DatasetDict object", group="data")
+    split_protocol: str = option("zero-shot", "zero-shot: first half of the classes to train (or the train split's "
+                                  "classes when the data set comes split by class, as the benchmarks do; its last "
                                   "--validation-fraction held out as validation classes), the rest to test; own: the "
                                   "data set's own train/validation/test splits", group="data",
                                   choices=("zero-shot", "own"))
+    query_split: str | None = option(None, "with --gallery-split: test by searching this split's (test-class) rows "
+                                     "in the gallery split's instead of leave-one-out (In-shop: query)", group="data")
+    gallery_split: str | None = option(None, "the gallery of --query-split (In-shop: gallery)", group="data")
     verify_images: bool = shared_option("verify_images", True)
     skip_bad_images: bool = option(False, "drop corrupt images (with a counted warning) instead of failing",
                                    group="data")
@@ -355,8 +360,9 @@ class TrainConfig(RunConfig):
     eval_at_start: bool = shared_option("eval_at_start", True)
 
     def check_rules(self) -> None:
-        """Batches hold whole classes, at least 2 of them; the XML / CCP options need their loss; every
-        ``*_kwargs`` key is a keyword of the factory it goes to (checked here, before any model is built)."""
+        """Batches hold whole classes, at least 2 of them; a query split comes with a gallery split; the XML / CCP
+        options need their loss; every ``*_kwargs`` key is a keyword of the factory it goes to (checked here, before
+        any model is built)."""
         if self.batch_size % self.m_per_class:
             raise ValueError(f"batch_size={self.batch_size} must be a multiple of m_per_class={self.m_per_class} "
                              "(each batch holds m_per_class images of batch_size / m_per_class classes).")
@@ -366,6 +372,9 @@ class TrainConfig(RunConfig):
         if self.xml_kwargs and not self.loss.startswith("xml+"):
             raise ValueError(f"xml_kwargs={self.xml_kwargs} apply to loss='xml+BASE' only, got loss={self.loss!r}; "
                              "drop them or use e.g. --loss xml+ms.")
+        if (self.query_split is None) != (self.gallery_split is None):
+            raise ValueError(f"query_split={self.query_split!r}, gallery_split={self.gallery_split!r}: a query/gallery "
+                             "test needs both (e.g. --query-split query --gallery-split gallery), or neither.")
         if self.ccp_kwargs and self.loss != "ccp":
             raise ValueError(f"ccp_kwargs={self.ccp_kwargs} apply to loss='ccp' only, got loss={self.loss!r}; "
                              "drop them or use --loss ccp.")

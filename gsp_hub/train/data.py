@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ __all__ = [
     "RunData",
     "SeededBatchDataset",
     "batches_per_epoch",
+    "check_labels",
     "check_split_labels",
     "eval_loader",
     "load_dataset_splits",
@@ -105,11 +106,13 @@ class RunData:
 
 def split_options(config: TrainConfig) -> dict[str, Any]:
     """The keyword arguments of :func:`gsp_hub.data.make_splits` that ``config`` sets for its split protocol."""
+    shared = {"validation_fraction": config.validation_fraction, "query_split": config.query_split,
+              "gallery_split": config.gallery_split}
     if config.split_protocol == "zero-shot":
-        return {"validation_fraction": config.validation_fraction}
+        return shared
     names = {"train_split": config.train_split or "train", "validation_split": config.validation_split,
              "test_split": config.test_split}
-    return {**names, "validation_fraction": config.validation_fraction, "seed": config.seed}
+    return {**names, **shared, "seed": config.seed}
 
 
 def load_dataset_splits(config: TrainConfig, *, num_processes: int = 1, progress: bool = True) -> DatasetSplits:
@@ -132,29 +135,48 @@ def load_dataset_splits(config: TrainConfig, *, num_processes: int = 1, progress
 
 
 def check_split_labels(splits: DatasetSplits, batch_size: int, m_per_class: int, num_processes: int = 1) -> None:
-    """ValueError unless the labels allow the run: ``batch_size / m_per_class`` training classes per batch, one
+    """:func:`check_labels` of the splits of a data set."""
+    labels = {name: None if (rows := getattr(splits, name)) is None else np.asarray(rows[LABEL_COLUMN])
+              for name in ("train", "validation", "test")}
+    check_labels(labels, splits.class_names, batch_size, m_per_class, num_processes,
+                 num_test_queries=splits.num_test_queries)
+
+
+def check_labels(labels: Mapping[str, np.ndarray | None], class_names: Sequence[str], batch_size: int,
+                 m_per_class: int, num_processes: int = 1, num_test_queries: int = 0) -> None:
+    """ValueError unless the labels of the splits (``labels['train']``, ``['validation']``, ``['test']``: (N,) ids,
+    None for a split the run lacks) allow the run: ``batch_size / m_per_class`` training classes per batch, one
     batch per process, and no class with a single row in the validation or test split (leave-one-out retrieval has
-    no positive for it), named by class name."""
+    no positive for it) or, for a query/gallery test (its first ``num_test_queries`` rows query the others), no
+    query class missing from the gallery; named by class name (``class_names``, indexed by id)."""
     classes_per_batch = batch_size // m_per_class
-    if splits.num_classes < classes_per_batch:
+    train_labels = labels["train"]
+    train_classes = np.unique(train_labels)
+    if len(train_classes) < classes_per_batch:
         raise ValueError(
             f"batch_size={batch_size} / m_per_class={m_per_class} = {classes_per_batch} classes per batch, but the "
-            f"train split has {splits.describe('train')}; lower --batch-size to "
-            f"{splits.num_classes * m_per_class} or below (a multiple of m_per_class), or lower --m-per-class")
-    if len(splits.train) < batch_size * num_processes:
+            f"train split has {describe_classes(train_classes, class_names)}; lower --batch-size to "
+            f"{len(train_classes) * m_per_class} or below (a multiple of m_per_class), or lower --m-per-class")
+    if len(train_labels) < batch_size * num_processes:
         raise ValueError(
-            f"the train split has {len(splits.train)} images, fewer than one batch of {batch_size} x "
+            f"the train split has {len(train_labels)} images, fewer than one batch of {batch_size} x "
             f"{num_processes} process(es); lower --batch-size")
+    if num_test_queries:
+        test = labels["test"]
+        unmatched = np.setdiff1d(test[:num_test_queries], test[num_test_queries:])
+        if len(unmatched):
+            raise ValueError(
+                f"{len(unmatched)} query class(es) have no image in the gallery split, so their queries have no "
+                f"positive: {describe_classes(unmatched, class_names)}; check --query-split / --gallery-split")
     for name in ("validation", "test"):
-        rows = getattr(splits, name)
-        if rows is None:
+        if labels.get(name) is None or (name == "test" and num_test_queries):
             continue
-        ids, counts = np.unique(np.asarray(rows[LABEL_COLUMN]), return_counts=True)
+        ids, counts = np.unique(labels[name], return_counts=True)
         singletons = ids[counts < 2]
         if len(singletons):
             raise ValueError(
                 f"the {name} split has {len(singletons)} class(es) with a single image, which leave-one-out "
-                f"retrieval cannot score: {describe_classes(singletons, splits.class_names)}; remove them from the "
+                f"retrieval cannot score: {describe_classes(singletons, class_names)}; remove them from the "
                 f"data set or add images")
 
 

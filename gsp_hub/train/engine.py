@@ -38,7 +38,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from accelerate import Accelerator
@@ -48,7 +48,6 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from gsp_hub.data import DatasetSplits
 from gsp_hub.io import write_json
 from gsp_hub.train.artifacts import METRICS_FILE_NAME, MODEL_DIR_NAME
 from gsp_hub.train.callbacks import BatchOutputs, Callback
@@ -68,6 +67,7 @@ __all__ = [
     "CURVES_FILE_NAME",
     "LOGS_DIR_NAME",
     "RUN_FILE_NAMES",
+    "DescribedSplits",
     "Task",
     "Trainer",
     "TrainingStep",
@@ -87,6 +87,16 @@ CURVES_FILE_NAME = "curves.png"
 # What every run writes into its folder, besides its config file (anything else there belongs to someone else).
 RUN_FILE_NAMES = frozenset({MODEL_DIR_NAME, METRICS_FILE_NAME, CHECKPOINTS_DIR_NAME, LOGS_DIR_NAME, CURVES_FILE_NAME})
 _DISCARDED_PREFIX = ".gsp_hub-discarded-"  # a replaced run's files, moved aside before they are deleted
+
+
+class DescribedSplits(Protocol):
+    """What the engine reads of a task's splits (:class:`~gsp_hub.data.DatasetSplits`, or the cached-feature splits
+    of :class:`~gsp_hub.train.cached_head.CachedHeadTask`): each split's classes in words."""
+
+    def describe(self, split: str) -> str:
+        """``split`` ('train', 'validation', 'test') in words, e.g. ``"classes 3-4 (Dress, Coat)"``; ``"none"``
+        when the run has no such split."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -132,7 +142,7 @@ class Task(ABC):
     validation_data: Any | None
 
     @abstractmethod
-    def load_data(self, accelerator: Accelerator) -> DatasetSplits:
+    def load_data(self, accelerator: Accelerator) -> DescribedSplits:
         """Load and split the data and run the checks that need only the labels (nothing written or built yet)."""
 
     @abstractmethod

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from gsp_hub.metrics import retrieval_metrics
 
-__all__ = ["embed_split", "predict", "retrieval_evaluation"]
+__all__ = ["embed_split", "predict", "retrieval_evaluation", "split_retrieval_metrics"]
 
 
 @torch.no_grad()
@@ -38,12 +38,21 @@ def embed_split(network: nn.Module, loader: DataLoader, accelerator: Accelerator
     return torch.cat(embeddings), torch.cat(labels)
 
 
+def split_retrieval_metrics(embeddings: Tensor, labels: Tensor, num_queries: int = 0) -> dict[str, float]:
+    """Retrieval metrics (cosine) of a split's embeddings (N, D) and labels (N,): leave-one-out with
+    ``num_queries=0``, else the first ``num_queries`` rows query the others, their gallery (In-shop protocol)."""
+    if not num_queries:
+        return retrieval_metrics(embeddings, labels)
+    return retrieval_metrics(embeddings[num_queries:], labels[num_queries:],
+                             query_embeddings=embeddings[:num_queries], query_labels=labels[:num_queries])
+
+
 def retrieval_evaluation(network: nn.Module, loader: DataLoader, accelerator: Accelerator,
-                         *, channels_last: bool = False) -> dict[str, float]:
-    """Retrieval metrics of an evaluation split (leave-one-out, cosine); leaves every RNG untouched."""
+                         *, channels_last: bool = False, num_queries: int = 0) -> dict[str, float]:
+    """Retrieval metrics of an evaluation split (:func:`split_retrieval_metrics`); leaves every RNG untouched."""
     with torch.random.fork_rng(devices=[]):
         embeddings, labels = embed_split(network, loader, accelerator, channels_last=channels_last)
-    return retrieval_metrics(embeddings, labels)
+    return split_retrieval_metrics(embeddings, labels, num_queries)
 
 
 @torch.no_grad()

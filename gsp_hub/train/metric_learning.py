@@ -5,7 +5,8 @@ processes -> (1 - w)·base + w·ZSR (or XML, CCP) -> backward (the engine, :mod:
 task's callbacks: the GSP prototype warm-up (:class:`~gsp_hub.train.callbacks.PrototypeInitCallback`) when ZSR
 needs prototype attributes, and CCP's projection schedule (:mod:`gsp_hub.train.ccp_callback`) for ``--loss ccp``.
 Evaluation: leave-one-out retrieval metrics (:func:`gsp_hub.metrics.retrieval_metrics`) of the validation split,
-which chooses, and of the test split, which is reported.
+which chooses, and of the test split, which is reported (with ``query_split`` / ``gallery_split``: its queries
+searching its gallery, the In-shop protocol).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ __all__ = [
     "create_model",
     "create_optimizer",
     "create_xml_loss",
+    "describe_retrieval_metrics",
+    "loss_log_values",
     "train",
 ]
 
@@ -177,6 +180,19 @@ def compute_loss(
     return terms, outputs
 
 
+def describe_retrieval_metrics(metrics: Mapping[str, float]) -> str:
+    """The headline retrieval metrics as a log-line fragment: ``"R@1 0.6120, MAP@R 0.2034"``."""
+    return f"R@1 {metrics['recall@1']:.4f}, MAP@R {metrics['map@r']:.4f}"
+
+
+def loss_log_values(terms: LossTerms) -> dict[str, float]:
+    """Tensorboard scalars of a step's loss terms: the total, the base loss and ZSR (when on)."""
+    values = {"train/loss": terms.total.item(), "train/base_loss": terms.base.item()}
+    if terms.regularizer is not None:
+        values["train/zsr_loss"] = terms.regularizer.item()
+    return values
+
+
 class MetricLearningTask(Task):
     """A metric-learning run of a :class:`TrainConfig` (module docstring); ``Trainer(MetricLearningTask(config))``.
 
@@ -245,20 +261,17 @@ class MetricLearningTask(Task):
         if not getattr(self.model.pool, "initialized", True):
             attributes = None  # prototypes not initialised yet (the warm-up callback fills them): ZSR is skipped
         terms, outputs = compute_loss(self.loss_fn, embeddings, labels, attributes, step)
-        return TrainingStep(terms.total, outputs, partial(self._log_values, terms))
-
-    @staticmethod
-    def _log_values(terms: LossTerms) -> dict[str, float]:
-        values = {"train/loss": terms.total.item(), "train/base_loss": terms.base.item()}
-        if terms.regularizer is not None:
-            values["train/zsr_loss"] = terms.regularizer.item()
-        return values
+        return TrainingStep(terms.total, outputs, partial(loss_log_values, terms))
 
     def evaluate(self, network: nn.Module, loader: DataLoader, accelerator: Accelerator) -> dict[str, float]:
-        return retrieval_evaluation(network, loader, accelerator, channels_last=self.config.channels_last)
+        """Leave-one-out retrieval metrics, except on the test split of a query/gallery run (its first
+        ``num_test_queries`` rows, the queries, search the others)."""
+        num_queries = self.splits.num_test_queries if loader.dataset is self.test_data else 0
+        return retrieval_evaluation(network, loader, accelerator, channels_last=self.config.channels_last,
+                                    num_queries=num_queries)
 
     def describe_metrics(self, metrics: Mapping[str, float]) -> str:
-        return f"R@1 {metrics['recall@1']:.4f}, MAP@R {metrics['map@r']:.4f}"
+        return describe_retrieval_metrics(metrics)
 
     def describe(self) -> str:
         config, model = self.config, self.model

@@ -50,6 +50,46 @@ def test_zero_shot_validation_fraction_rounds_up_and_keeps_two_training_classes(
         zero_shot_split(labels_only(4, 3), validation_fraction=0.5)
 
 
+def split_by_class(classes_of_split: dict[str, list[int]], num_classes: int, per_class: int = 3) -> DatasetDict:
+    """A DatasetDict whose splits hold the given classes (``per_class`` rows each)."""
+    features = Features({"image": Value("int64"), "label": ClassLabel(names=[f"c{i}" for i in range(num_classes)])})
+    return DatasetDict({name: Dataset.from_dict({"image": np.arange(len(classes) * per_class),
+                                                 "label": np.repeat(classes, per_class)}, features=features)
+                        for name, classes in classes_of_split.items()})
+
+
+def test_zero_shot_keeps_the_training_classes_of_a_data_set_split_by_class():
+    dataset = split_by_class({"train": [0, 1, 2, 3, 4, 5], "test": [6, 7, 8, 9]}, 10)  # 6 training classes, not 5
+    splits = zero_shot_split(dataset, validation_fraction=0.1)
+    assert (label_set(splits.train), label_set(splits.validation), label_set(splits.test)) == (
+        {0, 1, 2, 3}, {4, 5}, {6, 7, 8, 9})
+    assert (splits.num_classes, splits.num_validation_classes, splits.num_test_classes) == (4, 2, 4)
+    # Otherwise the first half by id, as before: a training class also in test, or training classes not first.
+    for classes in ({"train": [0, 1, 2, 3, 4, 5], "test": [5, 6, 7, 8, 9]}, {"train": [0, 1, 2, 3, 4, 9],
+                                                                               "test": [5, 6, 7, 8]}):
+        assert zero_shot_split(split_by_class(classes, 10)).num_classes == 5
+
+
+def test_query_gallery_test_rows_in_both_protocols():
+    dataset = split_by_class({"train": [0, 1, 2, 3], "query": [4, 5, 6], "gallery": [4, 5, 6]}, 7)
+    dataset["gallery"] = dataset["gallery"].map(lambda row: {"image": row["image"] + 100})
+    for splits in (zero_shot_split(dataset, query_split="query", gallery_split="gallery"),
+                   own_splits(dataset, query_split="query", gallery_split="gallery")):
+        assert splits.num_test_queries == 9 and splits.num_test_classes == 3
+        assert np.asarray(splits.test["image"]).tolist() == list(range(9)) + list(range(100, 109))  # queries first
+        assert "test 9 query rows ('query') searching 9 gallery rows ('gallery')" in splits.summary
+    assert zero_shot_split(dataset).num_test_queries == 0  # leave-one-out over query + gallery
+    for kwargs, message in (({"query_split": "query"}, "needs both, two different splits"),
+                            ({"query_split": "query", "gallery_split": "query"}, "needs both, two different"),
+                            ({"query_split": "query", "gallery_split": "probe"}, r"unknown split\(s\) \['probe'\]"),
+                            ({"query_split": "query", "gallery_split": "gallery", "test_splits": ["query"]},
+                             "both name the test rows")):
+        with pytest.raises(ValueError, match=message):
+            zero_shot_split(dataset, **kwargs)
+    with pytest.raises(ValueError, match="both name the test rows"):
+        own_splits(dataset, query_split="query", gallery_split="gallery", test_split="gallery")
+
+
 def test_own_splits_hold_out_a_stratified_seeded_validation_part():
     dataset = labels_only(5, 10, splits=("train", "test"))
     splits = own_splits(dataset, validation_fraction=0.2, seed=3)

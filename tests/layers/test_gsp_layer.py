@@ -214,6 +214,10 @@ def test_export_has_no_data_dependent_control_flow() -> None:
         (lambda layer: layer(torch.randn(B, DIM)), r"got shape \(3, 8\)"),
         (lambda layer: layer.init_prototypes_(torch.randn(2 * K - 1, DIM)), "at least 2 \\* num_prototypes = 10"),
         (lambda layer: layer.init_prototypes_(torch.randn(2 * K, DIM + 1)), r"shape \(M, 8\), got \(10, 9\)"),
+        # integer features (once truncated to zeros silently) are rejected, as torch / timm layers reject them
+        (lambda layer: layer(torch.randint(-3, 4, (B, N, DIM))),
+         r"x must be a floating-point tensor of local features, got dtype torch.int64; cast it with x.float\(\)"),
+        (lambda layer: layer(torch.ones(B, DIM, H, W, dtype=torch.bool)), "got dtype torch.bool"),
     ],
 )
 def test_bad_inputs_raise(call, message: str) -> None:
@@ -230,8 +234,40 @@ def test_bad_inputs_raise(call, message: str) -> None:
         ({"gamma": 0.0}, "gamma .* got 0.0"),
         ({"iters": 0}, "iters .* got 0"),
         ({"memory_size": 100}, "memory_size must be an int >= 128 \\(2 \\* num_prototypes: .*got 100"),
+        # gamma beyond what the fixed-step solve resolves (at 1e6 the weights once summed to 1.94)
+        ({"gamma": 1e6}, r"gamma must be a number in \(0, 100\] \(inverse entropy temperature; .*may not converge.*\), "
+                         r"got 1000000.0; pass e.g. gamma=100."),
+        ({"gamma": 100.001}, r"gamma must be a number in \(0, 100\]"),
     ],
 )
 def test_bad_constructor_arguments_raise(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         GSP(**({"dim": 16} | kwargs))
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.3, 0.9])
+def test_largest_gamma_matches_float64_reference(ratio: float) -> None:
+    """gamma = 100, the largest a layer accepts: the fixed-step solve still equals the Brent-root reference."""
+    layer = make_gsp(ratio, 100.0).double()
+    features = make_features(dtype=torch.float64)
+    expected = reference_gsp(features, layer.prototypes, ratio, 100.0)
+    output, output32 = layer.transport(features), make_gsp(ratio, 100.0).transport(features.float())
+    for name, value in expected.items():
+        np.testing.assert_allclose(getattr(output, name).detach().numpy(), value, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(getattr(output32, name).detach().double().numpy(), value, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad_value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_features_raise_naming_the_samples(bad_value: float) -> None:
+    """Like the solver, which rejects NaN costs: NaN / inf features (once a NaN row, no error) raise, for maps and
+    tokens alike; features of the other samples are fine."""
+    layer = make_gsp()
+    features = make_features()
+    features[1, 7, 3] = bad_value
+    features[2, 0, 0] = bad_value
+    message = r"x must contain only finite values, got NaN or inf in 2 sample\(s\) \(first: \[1, 2\]\)"
+    with pytest.raises(ValueError, match=message):
+        layer(features)
+    with pytest.raises(ValueError, match=message):
+        layer.transport(features.transpose(1, 2).reshape(B, DIM, H, W))
+    assert torch.isfinite(layer(features[:1])).all()

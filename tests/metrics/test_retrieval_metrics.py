@@ -3,6 +3,8 @@ pytorch-metric-learning's AccuracyCalculator, scikit-learn, brute-force loops, a
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -71,6 +73,31 @@ def test_query_gallery_equals_pml_accuracy_calculator(seed: int, chunk_size: int
     reference = pml_metrics(queries, query_labels, gallery, gallery_labels)
     for theirs, key in PML_KEYS.items():
         assert ours[key] == pytest.approx(reference[theirs], abs=1e-6), key
+
+
+def tied_points(rng: np.random.Generator, count: int, dim: int = 6) -> torch.Tensor:
+    """Unit vectors with four entries of +-0.5, the others 0: every inner product and squared distance is a multiple
+    of 0.25, exact in float32 (ours and faiss's alike), so equal scores are common and tie-breaking decides."""
+    points = np.zeros((count, dim), dtype=np.float32)
+    for row in points:
+        row[rng.choice(dim, 4, replace=False)] = rng.choice([-0.5, 0.5], 4)
+    return torch.from_numpy(points)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_query_gallery_with_ties_equals_pml_accuracy_calculator(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    gallery, queries = tied_points(rng, 150), tied_points(rng, 60)
+    gallery_labels = torch.from_numpy(rng.integers(0, 10, 150))
+    query_labels = torch.from_numpy(rng.choice(gallery_labels.unique().numpy(), 60))  # every query has positives
+    ours = retrieval_metrics(gallery, gallery_labels, query_embeddings=queries, query_labels=query_labels, ks=(1,))
+    calculator = AccuracyCalculator(include=tuple(PML_KEYS), k="max_bin_count", device=torch.device("cpu"))
+    reference = calculator.get_accuracy(queries, query_labels, gallery, gallery_labels, ref_includes_query=False)
+    for theirs, key in PML_KEYS.items():
+        assert ours[key] == pytest.approx(reference[theirs], abs=1e-6), key
+    reversed_gallery = retrieval_metrics(gallery.flip(0), gallery_labels.flip(0), query_embeddings=queries,
+                                         query_labels=query_labels, ks=(1,))
+    assert reversed_gallery["map@r"] != pytest.approx(ours["map@r"], abs=1e-6)  # the ties change the ranking
 
 
 def test_nmi_equals_pml_and_sklearn_on_the_same_clustering() -> None:
@@ -262,6 +289,29 @@ def _errors_case_data():
         (lambda e, y: retrieval_metrics(e, y, query_embeddings=e[:3], query_labels=torch.tensor([0, 5, 6])),
          ValueError, r"query_labels has 2 label\(s\) absent from the gallery labels \(first: \[5, 6\]\)"),
         (lambda e, y: nearest_neighbors(e, k=12), ValueError, "k contains 12 but each query only has 11"),
+        # too few rows, or none, in every role (once "max(): Expected reduction dim" or "use ks <= -1")
+        (lambda e, y: retrieval_metrics(e[:1], y[:1]), ValueError,
+         r"embeddings has 1 row\(s\); leave-one-out retrieval \(every row queries all the others\) needs at least 2; "
+         "pass more embeddings, or a separate gallery"),
+        (lambda e, y: retrieval_metrics(e[:0], y[:0]), ValueError, r"embeddings has 0 row\(s\); leave-one-out"),
+        (lambda e, y: retrieval_metrics(e[:0], y[:0], metrics=("nmi",)), ValueError, r"embeddings has 0 row\(s\)"),
+        (lambda e, y: retrieval_metrics(e, y, query_embeddings=e[:0], query_labels=y[:0]), ValueError,
+         r"query_embeddings has 0 row\(s\); at least 1 query is needed"),
+        (lambda e, y: retrieval_metrics(e[:0], y[:0], query_embeddings=e, query_labels=y), ValueError,
+         r"embeddings has 0 row\(s\); the gallery needs at least 1 row"),
+        (lambda e, y: nearest_neighbors(e[:1], k=1), ValueError,
+         r"queries has 1 row\(s\); searching the rows among themselves \(gallery=None\) needs at least 2"),
+        (lambda e, y: nearest_neighbors(e[:0], k=1), ValueError, r"queries has 0 row\(s\); searching the rows"),
+        (lambda e, y: nearest_neighbors(e[:0], e, k=1), ValueError, r"queries has 0 row\(s\); at least 1 query"),
+        (lambda e, y: nearest_neighbors(e, e[:0], k=1), ValueError, r"gallery has 0 row\(s\); the gallery needs"),
+        # width 0 (once silently returned numbers)
+        (lambda e, y: retrieval_metrics(e[:, :0], y), ValueError,
+         r"embeddings must have at least 1 column \(N, D >= 1\), got shape \(12, 0\)"),
+        (lambda e, y: retrieval_metrics(e, y, query_embeddings=e[:, :0], query_labels=y), ValueError,
+         r"query_embeddings must have at least 1 column"),
+        (lambda e, y: nearest_neighbors(e[:, :0], k=1, distance="euclidean"), ValueError,
+         r"queries must have at least 1 column"),
+        (lambda e, y: nearest_neighbors(e, e[:, :0], k=1), ValueError, r"gallery must have at least 1 column"),
     ],
 )
 def test_bad_input_raises_clear_errors(call, error, message) -> None:
@@ -278,3 +328,37 @@ def test_non_finite_embeddings_are_reported_with_row_count() -> None:
     huge = torch.full((12, 4), 1e30)  # finite, but its squared norm overflows float32
     with pytest.raises(ValueError, match="12 row"):
         retrieval_metrics(huge, labels, distance="euclidean")
+
+
+def test_cosine_rejects_zero_and_near_zero_rows_by_index() -> None:
+    """Rows shorter than 1e-12 have no usable direction (F.normalize's clamp once ranked them wrongly); euclidean
+    distances to them are well defined: the neighbours found have the smallest float64 distances (to float32
+    rounding, which cannot tell the zero row from the 1e-13 one)."""
+    embeddings, labels = _errors_case_data()
+    embeddings[4] = 0.0
+    embeddings[9] *= 1e-13
+    message = r"has 2 row\(s\) of L2 norm below 1e-12 \(first rows: \[4, 9\]\).*distance='euclidean'"
+    with pytest.raises(ValueError, match="embeddings " + message):
+        retrieval_metrics(embeddings, labels)
+    with pytest.raises(ValueError, match="query_embeddings " + message):
+        retrieval_metrics(embeddings[[0, 1, 2]], labels[[0, 1, 2]], query_embeddings=embeddings, query_labels=labels)
+    with pytest.raises(ValueError, match="gallery " + message):
+        nearest_neighbors(embeddings[:2], embeddings, k=1)
+    with pytest.raises(ValueError, match="embeddings " + message):
+        retrieval_metrics(embeddings, labels, metrics=("nmi",))
+    distances = torch.cdist(embeddings.double(), embeddings.double()).square().fill_diagonal_(torch.inf)
+    found = nearest_neighbors(embeddings, k=4, distance="euclidean")
+    torch.testing.assert_close(distances.gather(1, found), distances.topk(4, dim=1, largest=False).values,
+                               rtol=0, atol=1e-6)
+
+
+def test_short_rows_are_ranked_by_their_direction() -> None:
+    """Rows of norm 1.5e-12 up to 1e3 are normalised by their true norm: the neighbours found have the best float64
+    cosine scores (each within float32 rounding of the brute force's score at the same rank)."""
+    directions, _ = clustered(13, 8, (3, 5))
+    points = directions * torch.logspace(math.log10(1.5e-12), 3, len(directions))[:, None]
+    points = points[torch.randperm(len(points), generator=torch.Generator().manual_seed(0))]
+    normalised = F.normalize(points.double(), dim=1)
+    scores = (normalised @ normalised.T).fill_diagonal_(-torch.inf)
+    found = nearest_neighbors(points, k=5)
+    torch.testing.assert_close(scores.gather(1, found), scores.topk(5, dim=1).values, rtol=0, atol=1e-6)

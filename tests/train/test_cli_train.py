@@ -100,6 +100,74 @@ def test_train_skips_bad_images_in_bf16_then_eval_reproduces_the_metrics(tmp_pat
         assert value == pytest.approx(best[key], abs=1e-9), key  # the exported weights, evaluated as in training
 
 
+def test_inshop_query_gallery_in_training_and_eval(tmp_path, caplog):
+    """In-shop's protocol end to end: a run whose test queries search the gallery, then `gsp-hub eval` with
+    --query-split / --gallery-split, equal to the query/gallery metrics of the exported model computed here."""
+    import torch
+    from dml_fixtures import write_inshop
+    from train_fixtures import TINY_MODEL
+
+    from gsp_hub import load_model
+    from gsp_hub.data import create_image_transforms, load_inshop, with_image_transform
+    from gsp_hub.metrics import retrieval_metrics
+    from gsp_hub.train import train
+    from gsp_hub.train.data import eval_loader
+
+    caplog.set_level(logging.INFO)
+    folder, run = write_inshop(tmp_path, images_per_item=5), tmp_path / "run"  # >= 8 other images for recall@8
+    dataset = f"inshop:{folder}"
+    config = TrainConfig(**TINY_MODEL, dataset=dataset, query_split="query", gallery_split="gallery",
+                         validation_fraction=0.1, batch_size=6, m_per_class=3, epochs=2, eval_at_start=False,
+                         output_dir=str(run))
+    with pytest.warns(UserWarning, match="not the full official release"):
+        summary = train(config)
+    assert "test 3 query rows ('query') searching 12 gallery rows ('gallery') of classes 4-6" in caplog.text
+
+    evaluated = run_cli("eval", "--model", str(run), "--dataset", dataset, "--query-split", "query",
+                        "--gallery-split", "gallery", "--output", str(tmp_path / "eval.json"))
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "3 query rows ('query') searching 12 gallery rows" in evaluated.stdout
+    metrics = json.loads((tmp_path / "eval.json").read_text())
+
+    model = load_model(str(run))
+    transform = create_image_transforms(model).eval
+    with pytest.warns(UserWarning), torch.no_grad():
+        embedded = {split: [(model(images), labels) for images, labels in
+                            eval_loader(with_image_transform(rows, transform), 64, 0)]
+                    for split, rows in load_inshop(folder).items() if split != "train"}
+    (queries, query_labels), (gallery, gallery_labels) = (embedded[split][0] for split in ("query", "gallery"))
+    expected = retrieval_metrics(gallery, gallery_labels, query_embeddings=queries, query_labels=query_labels)
+    pooled = retrieval_metrics(torch.cat([queries, gallery]), torch.cat([query_labels, gallery_labels]))
+    assert pooled["map@r"] != pytest.approx(expected["map@r"], abs=1e-3)  # leave-one-out would not pass below
+    for key, value in expected.items():
+        assert metrics[key] == pytest.approx(value, abs=1e-6), key
+        assert summary["best"][key] == pytest.approx(value, abs=1e-6), key  # the run's test evaluation, too
+
+    refused = run_cli("eval", "--model", str(run), "--dataset", dataset, "--query-split", "query", "--split", "train")
+    assert refused.returncode == 2 and "--query-split / --gallery-split make the test split's" in refused.stderr
+
+
+def test_query_gallery_bad_input_fails_before_any_work(tmp_path, capsys):
+    from dml_fixtures import INSHOP_TEST_ITEMS, write_inshop
+    from train_fixtures import TINY_MODEL
+
+    from gsp_hub.train import train
+
+    assert main(["train", "--query-split", "query", "--output-dir", str(tmp_path / "a")]) == 2
+    assert "a query/gallery test needs both (e.g. --query-split query --gallery-split gallery)" in \
+        capsys.readouterr().err
+    folder = write_inshop(tmp_path, images_per_item=5)
+    list_file = folder / "Eval" / "list_eval_partition.txt"
+    lonely = INSHOP_TEST_ITEMS[-1]  # its gallery images become another item's: its query has no positive
+    list_file.write_text(list_file.read_text().replace(f"{lonely} gallery", "id_00000009 gallery"))
+    config = TrainConfig(**TINY_MODEL, dataset=f"inshop:{folder}", query_split="query", gallery_split="gallery",
+                         batch_size=6, m_per_class=3, output_dir=str(tmp_path / "b"))
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match=rf"1 query class\(es\) have no image in the "
+                                                                     rf"gallery split.*\({lonely}\)"):
+        train(config)
+    assert not (tmp_path / "b").exists()
+
+
 def test_default_job_on_the_embedded_data_runs(tmp_path, caplog):
     """The no-argument job's configuration, cut to 3 steps (the full run is the slow test below)."""
     caplog.set_level(logging.INFO)

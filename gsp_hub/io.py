@@ -5,12 +5,16 @@
 * :func:`atomic_write_text` / :func:`write_json` — text and indented JSON through :func:`atomic_file`.
 * :func:`atomic_directory` — a whole folder (an export, a gallery index) built in a temp folder and swapped in.
 
+A write that fails for lack of space or permission (ENOSPC, EDQUOT, EROFS, EACCES, EPERM) raises one
+:class:`DiskWriteError` naming the target, the cause and the free space; the target is left as it was.
+
 Standard library only, so that every command (and ``gsp-hub --help``) can import it for free.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -19,7 +23,29 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_directory", "atomic_file", "atomic_write_text", "write_json"]
+__all__ = ["DiskWriteError", "atomic_directory", "atomic_file", "atomic_write_text", "write_json"]
+
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class DiskWriteError(OSError):
+    """A write that failed for lack of space or permission: the message names the target, the cause and the free
+    space; the target was left as it was (an OSError, so callers that report OSErrors in one line keep doing so)."""
+
+
+@contextlib.contextmanager
+def _disk_errors(target: Path) -> Iterator[None]:
+    """Re-raise ENOSPC / EDQUOT / EROFS / EACCES / EPERM inside the block as one :class:`DiskWriteError`."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in _DISK_ERRORS or isinstance(error, DiskWriteError):
+            raise
+        existing = next(folder for folder in (target, *target.parents) if folder.exists())
+        free = shutil.disk_usage(existing).free / 1e6
+        raise DiskWriteError(error.errno, f"cannot write {target} ({os.strerror(error.errno)}; {free:.1f} MB free "
+                                          f"there); {target.name} was left as it was: free space or fix the "
+                                          f"permissions of {target.parent}, then retry") from error
 
 
 @contextlib.contextmanager
@@ -31,16 +57,17 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     meant to be shared) and renamed over ``path``; on an exception it is deleted and ``path`` is left untouched.
     """
     target = Path(path).absolute()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.stem}.tmp-", suffix=target.suffix, dir=target.parent)
-    os.close(handle)
-    temp = Path(temp_name)
-    try:
-        yield temp
-        os.chmod(temp, 0o644)
-        os.replace(temp, target)
-    finally:
-        temp.unlink(missing_ok=True)
+    with _disk_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{target.stem}.tmp-", suffix=target.suffix, dir=target.parent)
+        os.close(handle)
+        temp = Path(temp_name)
+        try:
+            yield temp
+            os.chmod(temp, 0o644)
+            os.replace(temp, target)
+        finally:
+            temp.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -64,20 +91,21 @@ def atomic_directory(directory: str | os.PathLike[str]) -> Iterator[Path]:
     exception the temp directory is deleted and ``directory`` is left untouched.
     """
     target = Path(directory).absolute()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield staging
-        os.chmod(staging, 0o755)  # mkdtemp creates 0o700; an export folder is meant to be shared
-        for path in staging.rglob("*"):  # files written through temp files (timm's weights) are 0o600 too
-            os.chmod(path, 0o755 if path.is_dir() else 0o644)
-        if target.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, backup / target.name)
-            os.replace(staging, target)
-            shutil.rmtree(backup)
-        else:
-            os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    with _disk_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            yield staging
+            os.chmod(staging, 0o755)  # mkdtemp creates 0o700; an export folder is meant to be shared
+            for path in staging.rglob("*"):  # files written through temp files (timm's weights) are 0o600 too
+                os.chmod(path, 0o755 if path.is_dir() else 0o644)
+            if target.exists():
+                backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+                os.replace(target, backup / target.name)
+                os.replace(staging, target)
+                shutil.rmtree(backup)
+            else:
+                os.replace(staging, target)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)

@@ -4,6 +4,7 @@ standard-library only."""
 from __future__ import annotations
 
 import ast
+import errno
 import json
 import stat
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import gsp_hub.io
-from gsp_hub.io import atomic_directory, atomic_file, atomic_write_text, write_json
+from gsp_hub.io import DiskWriteError, atomic_directory, atomic_file, atomic_write_text, write_json
 
 
 def test_atomic_file_keeps_the_suffix_and_replaces_only_on_success(tmp_path: Path) -> None:
@@ -56,3 +57,29 @@ def test_io_imports_only_the_standard_library() -> None:
     modules = {alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
     modules |= {node.module for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
     assert {name.split(".")[0] for name in modules} - {"__future__"} <= sys.stdlib_module_names
+
+
+def test_a_full_disk_is_one_clear_error_and_leaves_the_target_as_it_was(tmp_path):
+    target = tmp_path / "metrics.json"
+    target.write_text("old")
+    with pytest.raises(DiskWriteError, match=rf"cannot write {target} \(No space left on device; [\d.]+ MB free"):
+        with atomic_file(target) as temp:
+            temp.write_text("new, half written")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(DiskWriteError, match=r"Read-only file system"):
+        with atomic_directory(folder) as staging:
+            (staging / "config.json").write_text("{}")
+            raise OSError(errno.EROFS, "Read-only file system")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "model"]
+    assert (folder / "config.json").read_text() == "{}"
+
+
+def test_other_errors_pass_through_unchanged(tmp_path):
+    with pytest.raises(ValueError, match="not a disk problem"):
+        with atomic_file(tmp_path / "x.txt"):
+            raise ValueError("not a disk problem")

@@ -27,7 +27,7 @@ import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from gsp_hub.models.metric_net import INPUT_SIZE_ARGS, MetricNet
-from gsp_hub.models.zoo import zoo_model_args, zoo_pretrained_cfgs
+from gsp_hub.models.zoo import local_zoo_folder, zoo_model_args, zoo_pretrained_cfgs
 
 __all__ = [
     "NAMED_MODELS",
@@ -151,9 +151,37 @@ default_cfgs = generate_default_cfgs(
 
 
 def _build(variant: str, pretrained: bool, backbone: str, **kwargs: Any) -> MetricNet:
-    """``build_model_with_cfg(MetricNet, ...)`` with the input-size arguments where timm's factory reads them."""
-    return build_model_with_cfg(MetricNet, variant, pretrained, feature_cfg=dict(_FEATURE_CFG), backbone=backbone,
-                                **_lift_input_size_args(kwargs))
+    """``build_model_with_cfg(MetricNet, ...)`` with the input-size arguments where timm's factory reads them; a
+    failed ``pretrained=True`` says where weights do exist (:func:`_pretrained_error`)."""
+    try:
+        return build_model_with_cfg(MetricNet, variant, pretrained, feature_cfg=dict(_FEATURE_CFG),
+                                    backbone=backbone, **_lift_input_size_args(kwargs))
+    except (RuntimeError, FileNotFoundError) as error:
+        explained = _pretrained_error(variant, backbone, kwargs.get("pretrained_cfg"), error) if pretrained else None
+        if explained is None:
+            raise
+        raise explained from error
+
+
+def _pretrained_error(variant: str, backbone: str, tag: object, error: Exception) -> Exception | None:
+    """The error of ``timm.create_model(variant[.tag], pretrained=True)``: with no weights of its own, name
+    ``backbone_pretrained=True`` and the zoo tags; a zoo tag missing offline, name the repository's ``zoo/`` copy;
+    None for any other failure."""
+    tags = [name for name in zoo_pretrained_cfgs([variant])]
+    if isinstance(tag, str) and f"{variant}.{tag}" in tags:
+        name = f"{variant}.{tag}"
+        try:
+            copy = f"the repository's copy loads offline: timm.create_model('local-dir:{local_zoo_folder(name)}', " \
+                   "pretrained=True) or gsp_hub.load_model"
+        except FileNotFoundError:
+            copy = "this installation has no zoo/ copy of it (install gsp_hub from a checkout of its repository)"
+        return FileNotFoundError(f"the weights of {name} are neither in the local Hugging Face cache nor reachable "
+                                 f"({type(error).__name__}); {copy}({name!r}).")
+    if "No pretrained weights exist" not in str(error):
+        return None
+    zoo = f"; published weights: {', '.join(tags)}" if tags else ""
+    return RuntimeError(f"{variant} has no pretrained weights of its own; pass backbone_pretrained=True to start "
+                        f"from the timm weights of its {backbone} backbone{zoo}.")
 
 
 @register_model

@@ -68,9 +68,12 @@ __all__ = [
     "LABEL_COLUMN_NAMES",
     "SPLIT_COLUMN",
     "DatasetSource",
+    "check_verification_options",
     "decode_image",
     "find_bad_images",
+    "is_embedded_source",
     "load_image_dataset",
+    "verify_dataset_images",
 ]
 
 IMAGE_COLUMN = "image"
@@ -124,21 +127,36 @@ def load_image_dataset(
     Returns:
         ``DatasetDict`` of the kept splits, features ``{"image": Image(), "label": ClassLabel(names)}``.
     """
-    if skip_bad_images and not verify_images:
-        raise ValueError("skip_bad_images=True needs verify_images=True: bad images are found by the verification "
-                         "pass (drop --no-verify-images, or drop --skip-bad-images)")
-    is_embedded = source is None or (isinstance(source, (str, os.PathLike))
-                                     and os.fspath(source) == EMBEDDED_DATASET_NAME)
-    dataset = load_fashion_mnist_subset() if is_embedded else _as_dataset_dict(source, revision, image_column)
+    check_verification_options(verify_images, skip_bad_images)
+    embedded = is_embedded_source(source)
+    dataset = load_fashion_mnist_subset() if embedded else _as_dataset_dict(source, revision, image_column)
     dataset = _select_splits(dataset, split)
     dataset = _normalise_columns(dataset, image_column, label_column)
     dataset = _encode_labels(dataset)  # class errors first: they are cheap to find
-    if verify_images and not is_embedded:
-        verified = _verify_images(dataset, skip_bad_images, progress)
-        if verified is not dataset:
-            verified = _encode_labels(verified)  # a class may have lost all its images
-        dataset = verified
+    if verify_images and not embedded:
+        dataset = verify_dataset_images(dataset, skip_bad_images=skip_bad_images, progress=progress)
     return dataset
+
+
+def check_verification_options(verify_images: bool, skip_bad_images: bool) -> None:
+    """ValueError for ``skip_bad_images`` without ``verify_images`` (bad images are found by the verification)."""
+    if skip_bad_images and not verify_images:
+        raise ValueError("skip_bad_images=True needs verify_images=True: bad images are found by the verification "
+                         "pass (drop --no-verify-images, or drop --skip-bad-images)")
+
+
+def is_embedded_source(source: DatasetSource | None) -> bool:
+    """True for the data set shipped in the package (``None`` or its name): known good, never verified."""
+    return source is None or (isinstance(source, (str, os.PathLike)) and os.fspath(source) == EMBEDDED_DATASET_NAME)
+
+
+def verify_dataset_images(dataset: DatasetDict, *, skip_bad_images: bool = False, progress: bool = True
+                          ) -> DatasetDict:
+    """Decode every image of a loaded ``dataset`` once: ``dataset`` itself if all decode; else a ValueError naming
+    the bad files, or with ``skip_bad_images`` their rows dropped (with a warning) and the labels re-encoded (a class
+    may have lost all its images)."""
+    verified = _verify_images(dataset, skip_bad_images, progress)
+    return verified if verified is dataset else _encode_labels(verified)
 
 
 def decode_image(value: Mapping[str, Any] | PIL.Image.Image) -> PIL.Image.Image:
@@ -370,7 +388,7 @@ def _verify_images(dataset: DatasetDict, skip_bad_images: bool, progress: bool) 
                              "Repair or remove those files, or pass --skip-bad-images (skip_bad_images=True) to "
                              "drop them")
         warnings.warn(f"split {split!r}: skipped {len(bad)} of {len(rows)} images that cannot be decoded: "
-                      f"{examples}", stacklevel=3)
+                      f"{examples}", stacklevel=4)
         kept[split] = rows.select(np.setdiff1d(np.arange(len(rows)), bad))
     if all(kept[split] is dataset[split] for split in dataset):
         return dataset

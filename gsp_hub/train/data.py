@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate.data_loader import SkipBatchSampler
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -26,10 +26,13 @@ from gsp_hub.data import (
     LABEL_COLUMN,
     DatasetSplits,
     MPerClassBatchSampler,
+    check_verification_options,
     collate_image_batch,
     create_image_transforms,
+    is_embedded_source,
     load_image_dataset,
     make_splits,
+    verify_dataset_images,
     with_image_transform,
 )
 from gsp_hub.data.splits import describe_classes
@@ -122,16 +125,20 @@ def load_dataset_splits(config: TrainConfig, *, num_processes: int = 1, progress
     column, then what the labels alone decide (:func:`check_split_labels`: classes per batch, singleton classes),
     and only then the decoding of every image (``config.verify_images``), whose dropped rows (``skip_bad_images``)
     are re-checked."""
-    def load(verify: bool) -> DatasetSplits:
-        dataset = load_image_dataset(config.dataset, image_column=config.image_column,
-                                     label_column=config.label_column, verify_images=verify,
-                                     skip_bad_images=verify and config.skip_bad_images, progress=progress)
+    def split_and_check(dataset: DatasetDict) -> DatasetSplits:
         splits = make_splits(dataset, config.split_protocol, **split_options(config))
         check_split_labels(splits, config.batch_size, config.m_per_class, num_processes)
         return splits
 
-    splits = load(verify=False)
-    return load(verify=True) if config.verify_images else splits
+    check_verification_options(config.verify_images, config.skip_bad_images)
+    dataset = load_image_dataset(config.dataset, image_column=config.image_column, label_column=config.label_column,
+                                 verify_images=False, progress=progress)
+    splits = split_and_check(dataset)
+    if config.verify_images and not is_embedded_source(config.dataset):
+        verified = verify_dataset_images(dataset, skip_bad_images=config.skip_bad_images, progress=progress)
+        if verified is not dataset:  # rows were dropped: the labels allow the run only if they still do
+            splits = split_and_check(verified)
+    return splits
 
 
 def check_split_labels(splits: DatasetSplits, batch_size: int, m_per_class: int, num_processes: int = 1) -> None:

@@ -42,7 +42,6 @@ __all__ = [
     "VALIDATION_PREFIX",
     "RunData",
     "SeededBatchDataset",
-    "batches_per_epoch",
     "check_labels",
     "check_split_labels",
     "eval_loader",
@@ -220,12 +219,6 @@ def train_loader(
         num_workers=config.num_workers,
         generator=torch.Generator().manual_seed(config.seed + epoch),  # never draws from the global RNG
     )
-
-
-def batches_per_epoch(data: RunData, config: TrainConfig, num_replicas: int) -> int:
-    """Micro-batches per process and epoch, rounded down to whole optimizer steps (multiples of grad_accum)."""
-    total = len(data.splits.train) // (config.batch_size * num_replicas)
-    return total - total % config.grad_accum
 
 
 def eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:

@@ -466,8 +466,7 @@ def prepare_output_dir(config: RunConfig, accelerator: Accelerator, resume_dir: 
     in one rename each before being deleted, so none of it can be mistaken for the new run's. Waits for every rank."""
     output_dir = Path(config.output_dir)
     if accelerator.is_main_process and resume_dir is None and output_dir.is_dir():
-        ours = [MODEL_DIR_NAME, METRICS_FILE_NAME, CURVES_FILE_NAME, config.FILE_NAME, CHECKPOINTS_DIR_NAME,
-                LOGS_DIR_NAME, *run_files]
+        ours = [MODEL_DIR_NAME, *sorted(RUN_FILE_NAMES - {MODEL_DIR_NAME}), config.FILE_NAME, *run_files]
         present = [output_dir / name for name in ours if (output_dir / name).exists()]
         leftovers = [path for path in output_dir.iterdir() if path.name.startswith(_DISCARDED_PREFIX)]
         if present:

@@ -117,8 +117,11 @@ def test_with_one_checkpoint_kept_the_old_one_is_deleted_only_after_the_new_one_
 def test_a_process_killed_while_writing_resumes_bit_identically(tmp_path, tiny_dataset, straight):
     """A real SIGKILL in a child process, in the middle of the optimizer file of the second checkpoint."""
     run = tmp_path / "run"
+    # the child computes the first steps, this process the rest: both must use the same number of threads, or the
+    # float reductions differ in their last bits
+    same_threads = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     child = subprocess.run([sys.executable, str(HERE / "killed_run.py"), str(tiny_dataset), str(run), "2"],
-                           capture_output=True, text=True, timeout=600, cwd=HERE)
+                           capture_output=True, text=True, timeout=600, cwd=HERE, env=same_threads)
     assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
     partial = run / "checkpoints" / ".checkpoint_1.partial"
     assert partial.is_dir() and (run / "checkpoints" / "checkpoint_0").is_dir()

@@ -18,8 +18,6 @@ from gsp_hub.cli import main
 from gsp_hub.data import load_fashion_mnist_subset
 from gsp_hub.hub import save_pretrained
 
-torch.set_num_threads(1)
-
 SHARED_DATA = Path(os.environ.get("GSP_HUB_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 CIFAR_TEST = SHARED_DATA / "cifar10-jpeg" / "data" / "test-00000-of-00001.parquet"
 

@@ -16,8 +16,6 @@ from gsp_hub.data import load_fashion_mnist_subset
 from gsp_hub.index.embedding import embed_items, gallery_items, model_data_config
 from gsp_hub.viz import RetrievalRow, leave_one_out_rows, plot_retrieval_rows
 
-torch.set_num_threads(1)
-
 
 def test_rows_are_the_nearest_other_images(tmp_path: Path) -> None:
     torch.manual_seed(0)

@@ -22,8 +22,6 @@ from gsp_hub.viz import (
     plot_transport_map,
 )
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:

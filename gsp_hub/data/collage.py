@@ -111,12 +111,12 @@ def build_tin_collage(
     count = len(targets)
     pool = np.flatnonzero((labels >= COLLAGE_BACKGROUND_CLASSES.start) & (labels < COLLAGE_BACKGROUND_CLASSES.stop))
     cells = rng.integers(0, COLLAGE_GRID**2, size=count)
-    backgrounds = pool[_distinct_draws(rng, len(pool), count, COLLAGE_GRID**2 - 1)]  # (M, 3)
-    tile_rows = _place_tiles(targets, cells, backgrounds)  # (M, 4)
+    backgrounds = pool[distinct_draws(rng, len(pool), count, COLLAGE_GRID**2 - 1)]  # (M, 3)
+    tile_rows = place_tiles(targets, cells, backgrounds)  # (M, 4)
 
     tiles = _decode_tiles(rows, np.unique(tile_rows))
     encoded = [
-        {"bytes": _png(_compose([tiles[r] for r in row])), "path": None}
+        {"bytes": _png(compose_grid([tiles[r] for r in row])), "path": None}
         for row in tqdm(tile_rows.tolist(), desc=f"TIN-Collage {split}", unit="img", disable=not progress)
     ]
     features = Features({
@@ -193,7 +193,7 @@ def _source_rows(source: str | os.PathLike[str] | DatasetDict, source_split: str
     return rows
 
 
-def _distinct_draws(rng: np.random.Generator, population: int, count: int, k: int) -> np.ndarray:
+def distinct_draws(rng: np.random.Generator, population: int, count: int, k: int) -> np.ndarray:
     """(count, k) indices into range(population), distinct within each row (rows with repeats are redrawn)."""
     draws = rng.integers(0, population, size=(count, k))
     while True:
@@ -204,7 +204,7 @@ def _distinct_draws(rng: np.random.Generator, population: int, count: int, k: in
         draws[repeated] = rng.integers(0, population, size=(len(repeated), k))
 
 
-def _place_tiles(targets: np.ndarray, cells: np.ndarray, backgrounds: np.ndarray) -> np.ndarray:
+def place_tiles(targets: np.ndarray, cells: np.ndarray, backgrounds: np.ndarray) -> np.ndarray:
     """(M, 4) source rows per cell: the target at ``cells``, the backgrounds in order in the other cells."""
     count, cells_total = len(targets), backgrounds.shape[1] + 1
     is_target = np.arange(cells_total)[None, :] == cells[:, None]  # (M, 4)
@@ -228,8 +228,8 @@ def _decode_tiles(rows: Dataset, wanted: np.ndarray) -> dict[int, np.ndarray]:
     return tiles
 
 
-def _compose(tiles: list[np.ndarray]) -> np.ndarray:
-    """Four (64, 64, 3) tiles in cell order -> (128, 128, 3) uint8 collage."""
+def compose_grid(tiles: list[np.ndarray]) -> np.ndarray:
+    """Four equal (S, S) or (S, S, C) tiles in cell order (row-major) -> (2S, 2S) or (2S, 2S, C) collage."""
     rows = [np.concatenate(tiles[r * COLLAGE_GRID : (r + 1) * COLLAGE_GRID], axis=1) for r in range(COLLAGE_GRID)]
     return np.concatenate(rows, axis=0)
 

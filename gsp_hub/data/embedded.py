@@ -56,7 +56,7 @@ def load_fashion_mnist_subset() -> DatasetDict:
         splits = {
             split: Dataset.from_dict(
                 {
-                    "image": [{"bytes": _pgm_bytes(image), "path": None} for image in arrays[f"{split}_images"]],
+                    "image": [{"bytes": pgm_bytes(image), "path": None} for image in arrays[f"{split}_images"]],
                     "label": arrays[f"{split}_labels"].astype(np.int64),
                 },
                 features=features,
@@ -68,7 +68,7 @@ def load_fashion_mnist_subset() -> DatasetDict:
     return DatasetDict(splits)
 
 
-def _pgm_bytes(image: np.ndarray) -> bytes:
+def pgm_bytes(image: np.ndarray) -> bytes:
     """A uint8 (H, W) array as a binary PGM file: an image format PIL reads, written with no encoder (fast)."""
     height, width = image.shape
     return b"P5 %d %d 255\n" % (width, height) + image.tobytes()

@@ -10,12 +10,13 @@ from gsp_hub.layers.gsp import GSP, GSPOutput, prototype_costs
 from gsp_hub.layers.letkd import CosineConv1x1, LeTKDLayer
 from gsp_hub.layers.ops import greedy_k_center, unit_ball
 from gsp_hub.layers.prototype import PrototypePool
-from gsp_hub.layers.pooling import AvgPool, GeM, MaxPool, create_pool, list_pools, register_pool, to_tokens
+from gsp_hub.layers.pooling import AttentionPool, AvgPool, GeM, MaxPool, create_pool, list_pools, register_pool, to_tokens
 from gsp_hub.layers.tm_block import TMBlock
 from gsp_hub.layers.transport import TransportRoot, partial_transport, partial_transport_factors
 
 __all__ = [
     "GSP",
+    "AttentionPool",
     "AvgPool",
     "CosineConv1x1",
     "GSPOutput",

@@ -175,6 +175,10 @@ class GSP(nn.Module):
             attributes = torch.bmm(assignment, weights[:, :, None]).squeeze(2)  # (B, K)
         return GSPOutput(pooled=pooled.to(tokens.dtype), attributes=attributes, weights=weights), assignment
 
+    def location_weights(self, x: Tensor) -> Tensor:
+        """Pooling weights (B, N) of x (B, dim, H, W) or (B, N, dim); rows sum to 1."""
+        return self.transport(x).weights
+
     def forward(self, x: Tensor) -> Tensor:
         """(B, dim, H, W) or (B, N, dim) -> (B, dim) pooled features."""
         return self.transport(x).pooled

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from gsp_hub.checks import check_int, check_kwargs
 from gsp_hub.registry import Registry
 
-__all__ = ["AvgPool", "GeM", "MaxPool", "check_pool_kwargs", "create_pool", "list_pools", "register_pool", "to_tokens"]
+__all__ = ["AttentionPool", "AvgPool", "GeM", "MaxPool", "check_pool_kwargs", "create_pool", "list_pools", "register_pool", "to_tokens"]
 
 PoolFactory = TypeVar("PoolFactory", bound=Callable[..., nn.Module])
 
@@ -110,3 +110,28 @@ class GeM(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, p={self.p.item():.4g}, eps={self.eps}"
+
+
+@register_pool("attn")
+class AttentionPool(nn.Module):
+    """Learned attention pooling, the plainest learned selector (a control for GSP): a linear score per location,
+    softmax over the locations, the weighted sum of the features. (B, dim, H, W) or (B, N, dim) -> (B, dim).
+
+    The score layer starts at zero, so an untrained pool is average pooling.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        _check_dim(dim)
+        self.dim = dim
+        self.score = nn.Linear(dim, 1)
+        nn.init.zeros_(self.score.weight)
+        nn.init.zeros_(self.score.bias)
+
+    def location_weights(self, x: Tensor) -> Tensor:
+        """Pooling weights (B, N) of x (B, dim, H, W) or (B, N, dim); rows sum to 1."""
+        return self.score(to_tokens(x, self.dim)).squeeze(-1).softmax(dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = to_tokens(x, self.dim)
+        return torch.bmm(self.location_weights(tokens)[:, None, :], tokens).squeeze(1)

@@ -7,6 +7,13 @@ and the gsp_hub version). Every file and the folder are fsynced, the folder is r
 checkpoints beyond the kept number deleted, oldest first: a kill at any moment leaves the previous complete
 checkpoint, also with a limit of one.
 
+:class:`CheckpointWriter` splits a save in two. The training thread does only what must see the live state: the
+files of the ``.partial`` folder (the tensors serialised). Hashing, fsync, the manifest, the rename that publishes
+the checkpoint and the deletion of old ones run in one background thread, overlapping the next training steps.
+That thread is joined before the next save, before an export, at the end of the run and on any exception
+(:meth:`CheckpointWriter.wait`, :meth:`CheckpointWriter.finished_on_exit`); its failure is raised there as a
+:class:`CheckpointError` naming the checkpoint, never lost.
+
 On resume, :func:`latest_checkpoint` takes the newest folder whose files match its manifest; a partial or corrupt
 newer folder is reported in one line (which file, why) and skipped. A write that fails for lack of space or
 permission (ENOSPC, EDQUOT, EROFS, EACCES) becomes one error naming the folder, the cause and the space a checkpoint
@@ -15,6 +22,7 @@ needs; the partial folder is removed and nothing complete is touched.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -22,8 +30,8 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +40,10 @@ from gsp_hub.io import write_json
 __all__ = [
     "MANIFEST_NAME",
     "CheckpointError",
+    "CheckpointWriter",
     "checkpoint_numbers",
     "checkpoint_problem",
     "latest_checkpoint",
-    "write_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -58,11 +66,8 @@ def checkpoint_numbers(directory: Path) -> list[int]:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _fsync(path: Path) -> None:
@@ -78,47 +83,102 @@ def _files(folder: Path) -> list[Path]:
     return sorted(path for path in folder.rglob("*") if path.is_file() and path.name != MANIFEST_NAME)
 
 
-def write_checkpoint(accelerator: Any, checkpoints_dir: Path, number: int, write_run_state: Callable[[Path], None],
-                     *, step: int, keep: int, version: str) -> Path:
-    """Save the run as ``checkpoints_dir/checkpoint_<number>`` (module docstring); every process calls it.
+class CheckpointWriter:
+    """Writes a run's numbered checkpoints into ``checkpoints_dir`` (module docstring); every process makes one and
+    calls :meth:`save` at the same points.
 
-    ``write_run_state(folder)`` writes the run's own files (main process only); ``keep`` complete checkpoints are
-    kept, the older ones deleted after the new one is in place. Returns the checkpoint folder."""
-    final = checkpoints_dir / f"checkpoint_{number}"
-    staging = checkpoints_dir / f".checkpoint_{number}.partial"
-    if accelerator.is_main_process:
-        shutil.rmtree(staging, ignore_errors=True)  # left by a save that was killed
-        staging.mkdir(parents=True)
-    accelerator.wait_for_everyone()
+    Args:
+        accelerator: the run's ``Accelerator`` (its ``save_state`` writes the model, optimizer, scheduler, RNGs).
+        checkpoints_dir: the run's checkpoint folder; numbering continues after the highest ``checkpoint_<N>``.
+        keep: complete checkpoints kept; older ones are deleted once a new one is in place.
+        version: the gsp_hub version recorded in each manifest.
+    """
+
+    def __init__(self, accelerator: Any, checkpoints_dir: Path, *, keep: int, version: str) -> None:
+        self.accelerator, self.checkpoints_dir, self.keep, self.version = accelerator, checkpoints_dir, keep, version
+        self.next_number = max(checkpoint_numbers(checkpoints_dir), default=-1) + 1
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsp_hub-checkpoint")
+        self._finishing: Future[Path] | None = None
+
+    def save(self, write_run_state: Callable[[Path], None], *, step: int) -> Path:
+        """Save the live state as the next checkpoint at optimizer step ``step``; returns its final folder.
+
+        Waits for the previous checkpoint first, raising its failure. On return the live state is written (into
+        the ``.partial`` folder) and may change again; the main process completes the checkpoint in the background.
+        ``write_run_state(folder)`` writes the run's own files (main process only)."""
+        if self.accelerator.is_main_process:
+            self.wait()
+        number, self.next_number = self.next_number, self.next_number + 1
+        final = self.checkpoints_dir / f"checkpoint_{number}"
+        staging = self.checkpoints_dir / f".checkpoint_{number}.partial"
+        if self.accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)  # left by a save that was killed
+            staging.mkdir(parents=True)
+        self.accelerator.wait_for_everyone()
+        try:
+            self.accelerator.save_state(output_dir=str(staging))
+            self.accelerator.wait_for_everyone()
+            if self.accelerator.is_main_process:
+                write_run_state(staging)
+        except (OSError, RuntimeError) as error:
+            if self.accelerator.is_main_process:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise _write_error(error, self.checkpoints_dir, final) from error
+        if self.accelerator.is_main_process:
+            self._finishing = self._worker.submit(_finish, staging, final, step=step, keep=self.keep,
+                                                  version=self.version)
+        return final
+
+    def wait(self) -> None:
+        """Block until the checkpoint being completed in the background is in place (nothing to wait for on the
+        other processes); a :class:`CheckpointError` naming it if it could not be completed."""
+        finishing, self._finishing = self._finishing, None
+        if finishing is not None:
+            finishing.result()
+
+    @contextlib.contextmanager
+    def finished_on_exit(self) -> Iterator[None]:
+        """:meth:`wait` when the block ends. On an exception in the block the checkpoint is still completed (the
+        run's progress), and its failure, if any, is added as a note to that exception."""
+        try:
+            yield
+        except BaseException as error:
+            try:
+                self.wait()
+            except CheckpointError as failure:
+                error.add_note(f"also: {failure}")
+            raise
+        self.wait()
+
+
+def _finish(staging: Path, final: Path, *, step: int, keep: int, version: str) -> Path:
+    """The background half of a save: fsync and hash every file of ``staging``, write the manifest last, rename the
+    folder to ``final``, delete the complete checkpoints beyond ``keep``. A failure removes ``staging`` and becomes a
+    :class:`CheckpointError` naming ``final``."""
+    checkpoints_dir = final.parent
     try:
-        accelerator.save_state(output_dir=str(staging))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            write_run_state(staging)
-            _complete(staging, step=step, version=version)
-            os.replace(staging, final)
-            _fsync(checkpoints_dir)
-            _delete_old(checkpoints_dir, keep)
-    except (OSError, RuntimeError) as error:
-        if accelerator.is_main_process:
-            shutil.rmtree(staging, ignore_errors=True)
-        raise _write_error(error, checkpoints_dir, final) from error
-    accelerator.wait_for_everyone()
+        _complete(staging, step=step, version=version)
+        os.replace(staging, final)
+        _fsync(checkpoints_dir)
+        _delete_old(checkpoints_dir, keep)
+    except Exception as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        converted = _write_error(error, checkpoints_dir, final)
+        if isinstance(converted, CheckpointError):
+            raise converted from error
+        raise CheckpointError(f"cannot complete checkpoint {final} ({type(error).__name__}: {error}); --resume "
+                              f"latest continues from the newest complete checkpoint.") from error
+    logger.info("step %d: checkpoint saved to %s", step, final)
     return final
 
 
-def _file_entry(path: Path) -> dict[str, Any]:
-    """fsync ``path``; its manifest entry (size, SHA-256)."""
-    _fsync(path)
-    return {"size": path.stat().st_size, "sha256": _sha256(path)}
-
-
 def _complete(folder: Path, *, step: int, version: str) -> None:
-    """fsync every file and hash it (files in parallel threads: hashlib and fsync release the GIL), then write the
+    """fsync and hash every file (one after the other: this runs beside the training steps), then write the
     manifest (sizes and SHA-256) last and fsync the folder."""
-    files = _files(folder)
-    with ThreadPoolExecutor(max_workers=max(1, min(len(files), os.cpu_count() or 1))) as pool:
-        entries = dict(zip((path.relative_to(folder).as_posix() for path in files), pool.map(_file_entry, files)))
+    entries: dict[str, dict[str, Any]] = {}
+    for path in _files(folder):
+        _fsync(path)
+        entries[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": _sha256(path)}
     write_json(folder / MANIFEST_NAME, {"format": _FORMAT, "step": step, "gsp_hub_version": version, "files": entries})
     _fsync(folder / MANIFEST_NAME)
     _fsync(folder)

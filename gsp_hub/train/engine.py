@@ -53,10 +53,10 @@ from gsp_hub.train.artifacts import METRICS_FILE_NAME, MODEL_DIR_NAME
 from gsp_hub.train.callbacks import BatchOutputs, Callback
 from gsp_hub.train.checkpoints import (
     CheckpointError,
+    CheckpointWriter,
     checkpoint_numbers,
     checkpoint_problem,
     latest_checkpoint,
-    write_checkpoint,
 )
 from gsp_hub.train.config import RunConfig
 from gsp_hub.train.data import VALIDATION_PREFIX, prepare_eval_loaders
@@ -207,6 +207,8 @@ class Trainer:
     """
 
     def __init__(self, task: Task, callbacks: Iterable[Callback] = ()) -> None:
+        from gsp_hub import __version__
+
         config = task.config
         self.task, self.config = task, config
         self.output_dir = Path(config.output_dir)
@@ -214,6 +216,8 @@ class Trainer:
         resume_dir = check_output_dir(config, self.output_dir, task.run_files)
         self.splits = task.load_data(accelerator)
         prepare_output_dir(config, accelerator, resume_dir, task.run_files)  # checks passed: now files may go
+        self.checkpoints = CheckpointWriter(accelerator, self.output_dir / CHECKPOINTS_DIR_NAME,
+                                            keep=config.checkpoints_total_limit, version=__version__)
         set_seed(config.seed)
         task.build(accelerator, resuming=resume_dir is not None)
         self.model = task.model
@@ -252,16 +256,11 @@ class Trainer:
         return objects
 
     def save_checkpoint(self) -> None:
-        """Write the next numbered checkpoint crash-safely (:mod:`gsp_hub.train.checkpoints`)."""
-        from gsp_hub import __version__
-
-        checkpoints = self.output_dir / CHECKPOINTS_DIR_NAME
-        number = max(checkpoint_numbers(checkpoints), default=-1) + 1
-        path = write_checkpoint(self.accelerator, checkpoints, number,
-                                lambda folder: save_training_state(folder, self._stateful()), step=self.state.step,
-                                keep=self.config.checkpoints_total_limit, version=__version__)
+        """Write the next numbered checkpoint crash-safely (:mod:`gsp_hub.train.checkpoints`): the live state is
+        saved when this returns; the checkpoint is completed in the background (``self.checkpoints.wait()`` waits
+        for it, as the next save, an export and the end of :meth:`run` do)."""
+        self.checkpoints.save(lambda folder: save_training_state(folder, self._stateful()), step=self.state.step)
         self.saved_at_step = self.state.step
-        logger.info("step %d: checkpoint saved to %s", self.state.step, path)
 
     def _load_checkpoint(self, directory: Path) -> None:
         self.accelerator.load_state(str(directory))
@@ -314,6 +313,7 @@ class Trainer:
                                or row[selection_key] > state.best[selection_key]):
             state.best = row
             if self.accelerator.is_main_process:
+                self.checkpoints.wait()  # a failed checkpoint stops the run before its model is published
                 path = self.task.export(self.output_dir / MODEL_DIR_NAME, metrics, self.selected_by)
                 logger.info("model chosen by %s exported to %s (test %s)", self.selected_by, path, describe(metrics))
         stop = [callback.on_evaluate(validation or {}, state.step) for callback in self.callbacks]
@@ -389,20 +389,21 @@ class Trainer:
         """Train and evaluate to the end (or until ``max_steps`` / a callback stops it); returns the summary also
         written to ``metrics.json``."""
         config, state = self.config, self.state
-        if config.eval_at_start and not state.history:
-            self.evaluate_and_record()
-        for callback in self.callbacks:
-            callback.on_train_start()
-        while state.epoch < config.epochs and not self.should_stop():
-            if not self.train_one_epoch():
-                break
-            if state.epoch % config.eval_every == 0 or state.epoch == config.epochs:
+        with self.checkpoints.finished_on_exit():
+            if config.eval_at_start and not state.history:
                 self.evaluate_and_record()
-            self.save_checkpoint()
-        if not state.history or state.history[-1]["step"] != state.step:
-            self.evaluate_and_record()
-        if self.saved_at_step != state.step and state.step > 0:
-            self.save_checkpoint()
+            for callback in self.callbacks:
+                callback.on_train_start()
+            while state.epoch < config.epochs and not self.should_stop():
+                if not self.train_one_epoch():
+                    break
+                if state.epoch % config.eval_every == 0 or state.epoch == config.epochs:
+                    self.evaluate_and_record()
+                self.save_checkpoint()
+            if not state.history or state.history[-1]["step"] != state.step:
+                self.evaluate_and_record()
+            if self.saved_at_step != state.step and state.step > 0:
+                self.save_checkpoint()
         summary = self.summary()
         if self.accelerator.is_main_process:
             write_json(self.output_dir / METRICS_FILE_NAME, summary)

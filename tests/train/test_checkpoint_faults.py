@@ -2,7 +2,8 @@
 
 The run saves every 2 steps; the save at step 4 is broken at its k-th file (a truncated file, then an injected
 ENOSPC, or a real SIGKILL in a child process). ``--resume latest`` then restarts from the complete checkpoint of step
-2 and ends bit-identical to a run that was never broken.
+2 and ends bit-identical to a run that was never broken. The last file, the manifest, is written by the background
+thread that completes a checkpoint while the run trains on: its failures must surface as well.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,10 +26,11 @@ from train_fixtures import tiny_config
 
 import gsp_hub.train.checkpoints
 import gsp_hub.train.state
-from gsp_hub.train import TrainConfig, train
+from gsp_hub.train import BatchOutputs, Callback, TrainConfig, train
 from gsp_hub.train.checkpoints import CheckpointError, checkpoint_numbers
 
 HERE = Path(__file__).resolve().parent
+KILLED_IN = "killed_in_thread.txt"  # killed_run.py writes the name of the thread it was killed in, beside the run
 FILES_PER_CHECKPOINT = 7  # model, optimizer, scheduler, RNG states, run state (tensors, JSON), manifest
 STEPS = dict(epochs=1, max_steps=4, save_every=2)
 
@@ -80,6 +83,10 @@ def raise_enospc(path: Path) -> None:
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
+def raise_eio(path: Path) -> None:
+    raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
+
+
 @pytest.mark.parametrize("fail_at", range(1, FILES_PER_CHECKPOINT + 1))
 def test_a_failed_save_at_any_file_resumes_from_the_previous_checkpoint(tmp_path, tiny_dataset, straight, fail_at,
                                                                         monkeypatch):
@@ -114,15 +121,18 @@ def test_with_one_checkpoint_kept_the_old_one_is_deleted_only_after_the_new_one_
     assert all(torch.equal(resumed[name], value) for name, value in straight.items())
 
 
-def test_a_process_killed_while_writing_resumes_bit_identically(tmp_path, tiny_dataset, straight):
-    """A real SIGKILL in a child process, in the middle of the optimizer file of the second checkpoint."""
+@pytest.mark.parametrize(("fail_at", "thread"), [(2, "MainThread"), (FILES_PER_CHECKPOINT, "gsp_hub-checkpoint")])
+def test_a_process_killed_while_writing_resumes_bit_identically(tmp_path, tiny_dataset, straight, fail_at, thread):
+    """A real SIGKILL in a child process, in the middle of the second checkpoint's optimizer file (written by the
+    training thread) or of its manifest (written by the background thread, while the run trains on)."""
     run = tmp_path / "run"
     # the child computes the first steps, this process the rest: both must use the same number of threads, or the
     # float reductions differ in their last bits
     same_threads = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    child = subprocess.run([sys.executable, str(HERE / "killed_run.py"), str(tiny_dataset), str(run), "2"],
+    child = subprocess.run([sys.executable, str(HERE / "killed_run.py"), str(tiny_dataset), str(run), str(fail_at)],
                            capture_output=True, text=True, timeout=600, cwd=HERE, env=same_threads)
     assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
+    assert (tmp_path / KILLED_IN).read_text().startswith(thread)
     partial = run / "checkpoints" / ".checkpoint_1.partial"
     assert partial.is_dir() and (run / "checkpoints" / "checkpoint_0").is_dir()
     assert not (run / "checkpoints" / "checkpoint_1").exists()
@@ -130,6 +140,53 @@ def test_a_process_killed_while_writing_resumes_bit_identically(tmp_path, tiny_d
     resumed = final_weights(run)
     assert all(torch.equal(resumed[name], value) for name, value in straight.items())
     assert not partial.exists()
+
+
+def test_a_failed_background_finish_names_its_checkpoint_at_the_end_of_the_run(tmp_path, tiny_dataset, straight,
+                                                                              monkeypatch):
+    run = tmp_path / "run"
+    BrokenSave(run / "checkpoints", FILES_PER_CHECKPOINT, raise_eio).install(monkeypatch)
+    with pytest.raises(CheckpointError, match=r"cannot complete checkpoint .*checkpoint_1 \(OSError: .*Input/output"):
+        train(tiny_config(run, tiny_dataset, **STEPS))
+    assert sorted(path.name for path in (run / "checkpoints").iterdir()) == ["checkpoint_0"]  # partial folder gone
+    assert not (run / "metrics.json").exists()
+    monkeypatch.undo()
+    train(TrainConfig.from_yaml(run / "train_config.yaml", resume="latest"))
+    resumed = final_weights(run)
+    assert all(torch.equal(resumed[name], value) for name, value in straight.items())
+
+
+def test_a_failed_background_finish_stops_the_run_at_the_next_save(tmp_path, tiny_dataset, monkeypatch):
+    run = tmp_path / "run"
+    broken = BrokenSave(run / "checkpoints", FILES_PER_CHECKPOINT, raise_eio, skip=0)  # the first checkpoint's manifest
+    broken.install(monkeypatch)
+    with pytest.raises(CheckpointError, match=r"cannot complete checkpoint .*checkpoint_0 \(OSError"):
+        train(tiny_config(run, tiny_dataset, **STEPS))
+    assert len(broken.files) == FILES_PER_CHECKPOINT  # raised before the save at step 4 wrote anything
+    assert not any((run / "checkpoints").iterdir())
+
+
+class FailAtThirdBatch(Callback):
+    """Raises in the training thread at the third batch, just after the checkpoint of step 2 was handed over."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def on_train_batch(self, outputs: BatchOutputs) -> None:
+        self.batches += 1
+        if self.batches == 3:
+            raise RuntimeError("the training step failed")
+
+
+def test_an_error_while_a_checkpoint_is_finishing_also_reports_the_failed_checkpoint(tmp_path, tiny_dataset,
+                                                                                      monkeypatch):
+    run = tmp_path / "run"
+    BrokenSave(run / "checkpoints", FILES_PER_CHECKPOINT, raise_eio, skip=0).install(monkeypatch)
+    with pytest.raises(RuntimeError, match="the training step failed") as raised:
+        train(tiny_config(run, tiny_dataset, **STEPS), callbacks=[FailAtThirdBatch()])
+    assert any(re.match(r"also: cannot complete checkpoint .*checkpoint_0 \(OSError", note)
+               for note in getattr(raised.value, "__notes__", []))
+    assert not any((run / "checkpoints").iterdir())
 
 
 def test_a_flipped_byte_is_detected_by_name(tmp_path, tiny_dataset, caplog):

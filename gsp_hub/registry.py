@@ -9,17 +9,27 @@ can both use it::
     class AvgPool(nn.Module): ...
 
     _POOLS.get("avg")(dim)   # an unknown name raises ValueError listing the registered ones
+
+:func:`did_you_mean` words the suggestion for an unknown name, wherever names are looked up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "did_you_mean"]
 
 T = TypeVar("T")
 Factory = TypeVar("Factory", bound=Callable[..., Any])
+
+
+def did_you_mean(name: str, names: Iterable[str]) -> str:
+    """`` (did you mean ['a', 'b']?)`` with the up to 3 of ``names`` closest to ``name``, or ``""`` if none is close;
+    meant to follow an error's "unknown ... {name!r}"."""
+    close = difflib.get_close_matches(name, list(names), n=3, cutoff=0.75)
+    return f" (did you mean {close}?)" if close else ""
 
 
 class Registry(Generic[T]):

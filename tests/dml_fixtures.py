@@ -31,12 +31,13 @@ def write_png(path: Path, seed: int) -> str:
     return str(path)
 
 
-def write_cub200(root: Path) -> Path:
-    """``root/CUB_200_2011`` with images.txt, image_class_labels.txt, classes.txt, images/ (24 images, 8 classes)."""
+def write_cub200(root: Path, *, images_per_class: int = IMAGES_PER_CLASS) -> Path:
+    """``root/CUB_200_2011`` with images.txt, image_class_labels.txt, classes.txt, images/ (by default 24 images, 8
+    classes)."""
     folder = root / "CUB_200_2011"
     images, labels = [], []
     for class_id, name in CUB_CLASSES.items():
-        for i in range(IMAGES_PER_CLASS):
+        for i in range(images_per_class):
             image_id = len(images) + 1
             relative = f"{name}/{name.split('.')[1]}_{image_id:04d}_{i}.png"
             write_png(folder / "images" / relative, image_id)
@@ -52,14 +53,15 @@ def cars_class_name(class_id: int) -> str:
     return f"Make Model {class_id} Sedan 2012"
 
 
-def write_cars196(root: Path) -> Path:
+def write_cars196(root: Path, *, images_per_class: int = IMAGES_PER_CLASS) -> Path:
     """``root/cars196`` with the devkit's cars_annos.mat (a 1xN struct array ``annotations`` with relative_im_path,
-    bbox_x1..bbox_y2, class, test; a 1x196 cell array ``class_names``) and car_ims/ (24 images, 8 classes)."""
+    bbox_x1..bbox_y2, class, test; a 1x196 cell array ``class_names``) and car_ims/ (by default 24 images, 8
+    classes)."""
     from scipy.io import savemat
 
     folder = root / "cars196"
     fields = ("relative_im_path", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "test")
-    rows = [(class_id, i) for class_id in CARS_CLASSES for i in range(IMAGES_PER_CLASS)]
+    rows = [(class_id, i) for class_id in CARS_CLASSES for i in range(images_per_class)]
     annotations = np.empty((1, len(rows)), dtype=[(name, "O") for name in fields])
     for index, (class_id, i) in enumerate(rows):
         relative = f"car_ims/{index + 1:06d}.png"
@@ -73,15 +75,16 @@ def write_cars196(root: Path) -> Path:
     return folder
 
 
-def write_sop(root: Path) -> Path:
-    """``root/Stanford_Online_Products`` with Ebay_train.txt, Ebay_test.txt, <category>_final/ (27 images)."""
+def write_sop(root: Path, *, images_per_class: int = IMAGES_PER_CLASS) -> Path:
+    """``root/Stanford_Online_Products`` with Ebay_train.txt, Ebay_test.txt, <category>_final/ (by default 27
+    images)."""
     folder = root / "Stanford_Online_Products"
     image_id = 0
     for split, classes in (("train", SOP_TRAIN_CLASSES), ("test", SOP_TEST_CLASSES)):
         lines = ["image_id class_id super_class_id path"]
         for class_id in classes:
             super_class, category = (1, "bicycle") if class_id % 2 else (2, "cabinet")
-            for i in range(IMAGES_PER_CLASS):
+            for i in range(images_per_class):
                 image_id += 1
                 relative = f"{category}_final/{111085122870 + class_id}_{i}.png"
                 write_png(folder / relative, image_id)

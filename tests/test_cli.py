@@ -34,8 +34,20 @@ def test_parser_builds_without_importing_torch_or_timm() -> None:
     """)
     assert result.returncode == 0, result.stderr
     listed, heavy = result.stdout.splitlines()
-    assert "'train'" in listed and "'index'" in listed and "'models'" in listed
+    assert "'train'" in listed and "'index'" in listed and "'models'" in listed and "'recipes'" in listed
     assert heavy == "[]"
+
+
+def test_recipes_command_runs_without_importing_torch_or_timm() -> None:
+    result = run_python("""
+        import sys
+        from gsp_hub.cli import main
+
+        assert main(["recipes"]) == 0 and main(["recipes", "ccp-mlrc-sop"]) == 0
+        print(sorted(name for name in ("torch", "timm") if name in sys.modules))
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "ccp-mlrc-sop (version 1)" in result.stdout and result.stdout.endswith("[]\n")
 
 
 def test_user_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from gsp_hub.layers import list_pools
 from gsp_hub.losses import list_losses
-from gsp_hub.registry import Registry
+from gsp_hub.registry import Registry, did_you_mean
 
 
 def make_registry() -> Registry[str]:
@@ -58,3 +58,10 @@ def test_unknown_name_lists_the_choices() -> None:
 def test_pools_and_losses_are_registries() -> None:
     assert {"avg", "gem", "gsp", "max", "proto"} <= set(list_pools())
     assert {"contrastive", "ms", "proxy_anchor", "xbm", "ccp"} <= set(list_losses())
+
+
+def test_did_you_mean_suggests_the_close_names_only() -> None:
+    names = ["gsp-pytorch-cub200", "gsp-pytorch-cars196", "ccp-mlrc-cub200"]
+    assert did_you_mean("gsp-pytorch-cub", names) == " (did you mean ['gsp-pytorch-cub200', 'gsp-pytorch-cars196']?)"
+    assert did_you_mean("gsp-pytorch-car196", iter(names)) == " (did you mean ['gsp-pytorch-cars196']?)"
+    assert did_you_mean("xbm", names) == ""

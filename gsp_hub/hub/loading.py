@@ -21,7 +21,6 @@ under its Hugging Face name.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -42,6 +41,7 @@ from torch import nn
 import gsp_hub.models  # noqa: F401  (registers the gsp_hub architectures with timm)
 from gsp_hub.models.cifar_resnet import CifarResNet, load_cifar10_weights
 from gsp_hub.models import zoo
+from gsp_hub.registry import did_you_mean
 
 __all__ = [
     "CONFIG_NAME",
@@ -298,15 +298,10 @@ class ModelSource:
             ) from error
 
 
-def _did_you_mean(name: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.75)
-    return f" (did you mean {close}?)" if close else ""
-
-
 def _locate_weights(architecture: object, weights: str | os.PathLike[str]) -> ModelSource:
     if not isinstance(architecture, str) or not timm.is_model(architecture):
         raise ValueError(f"with weights, the model must be the timm architecture they belong to: {architecture!r} "
-                         f"is not a registered timm architecture{_did_you_mean(str(architecture), timm.list_models())}"
+                         f"is not a registered timm architecture{did_you_mean(str(architecture), timm.list_models())}"
                          "; see `gsp-hub models` and timm.list_models().")
     path = Path(weights).expanduser()
     if path.is_dir():
@@ -321,7 +316,7 @@ def _locate_timm_pretrained(name: str) -> ModelSource:
     try:
         cfg = timm.models.get_pretrained_cfg(name)
     except RuntimeError as error:  # an unknown pretrained tag
-        raise ValueError(f"model {name!r}: {error}{_did_you_mean(name, timm.list_pretrained())}") from error
+        raise ValueError(f"model {name!r}: {error}{did_you_mean(name, timm.list_pretrained())}") from error
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
         raise ValueError(
             f"model {name!r} is a timm architecture without pretrained weights, so its outputs would be random. "
@@ -368,7 +363,7 @@ def locate_model(spec: str | os.PathLike[str], *, weights: str | os.PathLike[str
             source = ModelSource(spec, export=_hub_export(spec, f" (read as a Hub id because no folder {local} "
                                                                "exists)"))
         else:
-            known = _did_you_mean(spec, [*zoo.ZOO, *timm.list_models()])
+            known = did_you_mean(spec, [*zoo.ZOO, *timm.list_models()])
             raise FileNotFoundError(
                 f"model {spec!r}: no such file or folder ({local}){known}; expected a run or export folder, "
                 f"local-dir:PATH, hf-hub:org/name, a zoo model ({', '.join(zoo.ZOO)}) or a timm name with weights."

@@ -12,6 +12,7 @@ class ``r % num_classes``. Proxy terms:
   the class probability being the sum over its P proxies (PML ``NCALoss`` with ``ref_emb``).
 * any PML loss instance: used as ``loss(emb, y, ref_emb=proxies, ref_labels=proxy_labels)`` — the official CCP
   (C1, C2, MS, Triplet as the base pair loss); then it is also the in-batch pair loss unless ``pair_loss`` is given.
+  ``'c1'`` names the C1 instance (:func:`c1_contrastive_loss`), so that the official C1-CCP needs no Python.
 
 The default in-batch pair loss is C1 (contrastive, positive margin 1, negative margin 0.5 on dot products of the
 projected vectors, summed over ordered pairs and divided by the batch size). The proximal term and the proxy
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 Normalization = Literal["unit_ball", "l2"]
-ProxyLossName = Literal["proxy_anchor", "proxy_nca"]
+ProxyLossName = Literal["proxy_anchor", "proxy_nca", "c1"]
 
 
 def ccp_sizes(num_classes: int) -> tuple[int, int]:
@@ -106,7 +107,8 @@ class CCPLoss(nn.Module):
         num_classes: Cls, number of training classes (labels in ``[0, Cls)``).
         embed_dim: D.
         proxies_per_class: P; ``None`` = 8 below 1000 classes, 4 otherwise (:func:`ccp_sizes`).
-        proxy_loss: ``'proxy_anchor'``, ``'proxy_nca'`` or a PML loss used with ``ref_emb`` (module docstring).
+        proxy_loss: ``'proxy_anchor'``, ``'proxy_nca'``, ``'c1'`` or a PML loss used with ``ref_emb`` (module
+            docstring).
         pair_loss: PML loss for the in-batch term; ``None`` = the ``proxy_loss`` instance if one was given, else C1.
         proxy_weight, pair_weight: weights of the two terms (1.0, 0.1).
         normalization: ``'unit_ball'`` (CCP) or ``'l2'``, applied to embeddings and proxies before both terms. Given
@@ -146,11 +148,14 @@ class CCPLoss(nn.Module):
             raise ValueError(f"normalization must be 'unit_ball' or 'l2', got {normalization!r}.")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}.")
+        proxy_loss_name = proxy_loss if isinstance(proxy_loss, str) else type(proxy_loss).__name__
+        if proxy_loss == "c1":
+            proxy_loss = c1_contrastive_loss()
         if isinstance(proxy_loss, str):
             if proxy_loss not in ("proxy_anchor", "proxy_nca"):
                 raise ValueError(
-                    f"proxy_loss must be 'proxy_anchor', 'proxy_nca' or a pytorch-metric-learning loss, got "
-                    f"{proxy_loss!r}."
+                    f"proxy_loss must be 'proxy_anchor', 'proxy_nca', 'c1' or a pytorch-metric-learning loss, "
+                    f"got {proxy_loss!r}."
                 )
             reference_loss: BaseMetricLossFunction | None = None
             if proxy_loss == "proxy_nca":
@@ -162,11 +167,11 @@ class CCPLoss(nn.Module):
             pair_loss = proxy_loss if pair_loss is None else pair_loss
         else:
             raise TypeError(
-                f"proxy_loss must be 'proxy_anchor', 'proxy_nca' or a pytorch_metric_learning loss instance, got "
-                f"{type(proxy_loss).__name__}."
+                f"proxy_loss must be 'proxy_anchor', 'proxy_nca', 'c1' or a pytorch_metric_learning loss instance, "
+                f"got {type(proxy_loss).__name__}."
             )
         self.num_classes, self.embed_dim, self.proxies_per_class = num_classes, embed_dim, proxies_per_class
-        self.proxy_loss_name = proxy_loss if isinstance(proxy_loss, str) else type(proxy_loss).__name__
+        self.proxy_loss_name = proxy_loss_name
         self.reference_loss = reference_loss  # None for the built-in Proxy-Anchor
         self.pair_loss = pair_loss
         self.proxy_weight, self.pair_weight = proxy_weight, pair_weight

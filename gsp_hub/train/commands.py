@@ -1,9 +1,10 @@
-"""`gsp-hub train` and `gsp-hub eval`.
+"""`gsp-hub train`, `gsp-hub eval` and `gsp-hub recipes`.
 
 ``train`` has one flag per :class:`~gsp_hub.train.config.TrainConfig` field (``--embed-dim``, ``--pool-kwargs
-num_prototypes=32 gamma=5``, ``--no-verify-images``, ...), plus ``--config run.yaml``. Precedence: defaults < YAML
-< flags. With ``--resume`` and no ``--config`` the run's saved ``train_config.yaml`` is the base, so
-``gsp-hub train --output-dir runs/x --resume`` continues ``runs/x`` as it was started. Multi-process:
+num_prototypes=32 gamma=5``, ``--no-verify-images``, ...), plus ``--recipe NAME`` (a paper's recipe,
+:mod:`gsp_hub.train.recipes`, listed by ``gsp-hub recipes``) and ``--config run.yaml``. Precedence: defaults <
+recipe < YAML < flags. With ``--resume`` and no ``--config`` the run's saved ``train_config.yaml`` takes the YAML's
+place, so ``gsp-hub train --output-dir runs/x --resume`` continues ``runs/x`` as it was started. Multi-process:
 ``accelerate launch --multi_gpu --num_processes 2 -m gsp_hub train ...`` (two gloo processes on a CPU machine).
 """
 
@@ -12,12 +13,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from gsp_hub.cli import add_dataset_arguments, add_model_arguments, locate_model_argument
 
-__all__ = ["add_config_arguments", "add_parser", "config_from_args", "configure_logging", "parse_key_values"]
+__all__ = ["add_config_arguments", "add_parser", "config_from_args", "configure_logging", "options_from_args",
+           "parse_key_values", "train_config_from_args"]
 
 _GROUP_TITLES = {
     "model": "model",
@@ -82,23 +85,48 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type | Non
                                **common)
 
 
-def config_from_args(args: argparse.Namespace, config_cls: type | None = None) -> Any:
-    """The ``config_cls`` (default :class:`TrainConfig`) of parsed arguments: defaults < --config YAML (or the
-    saved config of a resumed run) < explicit flags."""
-    from gsp_hub.train.config import TrainConfig
-
-    config_cls = config_cls or TrainConfig
+def options_from_args(args: argparse.Namespace, config_cls: type, base: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``config_cls`` options of parsed arguments as a mapping: ``base`` (e.g. a recipe's options) < --config
+    YAML (or the saved config of a resumed run, found in --output-dir, else ``base``'s, else the default) < explicit
+    flags."""
     overrides = {spec.name: getattr(args, spec.name) for spec in dataclasses.fields(config_cls)
                  if hasattr(args, spec.name)}
     for name, value in overrides.items():
         if isinstance(value, list):
             overrides[name] = parse_key_values(value, _flag(name))
     if args.config is not None:
-        return config_cls.from_yaml(args.config, **overrides)
-    saved = Path(overrides.get("output_dir", config_cls().output_dir)) / config_cls.FILE_NAME
+        return {**base, **config_cls.yaml_values(args.config, **overrides)}
+    output_dir = overrides.get("output_dir", base.get("output_dir", config_cls().output_dir))
+    saved = Path(output_dir) / config_cls.FILE_NAME
     if overrides.get("resume") and saved.is_file():
-        return config_cls.from_yaml(saved, **overrides)
-    return config_cls.from_dict(overrides)
+        return {**base, **config_cls.yaml_values(saved, **overrides)}
+    return {**base, **overrides}
+
+
+def config_from_args(args: argparse.Namespace, config_cls: type | None = None) -> Any:
+    """The ``config_cls`` (default :class:`TrainConfig`) of parsed arguments: defaults < --config YAML (or the
+    saved config of a resumed run) < explicit flags."""
+    from gsp_hub.train.config import TrainConfig
+
+    config_cls = config_cls or TrainConfig
+    return config_cls.from_dict(options_from_args(args, config_cls, {}))
+
+
+def train_config_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`TrainConfig` of `gsp-hub train`: :func:`config_from_args` over the options of ``--recipe NAME``
+    when given (an unknown name, or a recipe without a data set, raises ValueError before any data is read)."""
+    if args.recipe is None:
+        return config_from_args(args)
+    from gsp_hub.train.config import TrainConfig
+    from gsp_hub.train.recipes import get_recipe
+
+    try:
+        recipe = get_recipe(args.recipe)
+    except ValueError as error:
+        raise ValueError(f"--recipe: {error}") from error
+    config = recipe.config(**options_from_args(args, TrainConfig, recipe.options))
+    logging.getLogger(__name__).info("recipe %s, version %d (%s)", recipe.name, recipe.version, recipe.source)
+    return config
 
 
 def configure_logging() -> None:
@@ -129,7 +157,7 @@ def _run_train(args: argparse.Namespace) -> int:
     configure_logging()
     from gsp_hub.train.metric_learning import train
 
-    summary = train(config_from_args(args))
+    summary = train(train_config_from_args(args))
     from accelerate import PartialState
 
     if PartialState().is_main_process:
@@ -178,8 +206,41 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe_recipe(recipe: Any, *, details: bool) -> str:
+    """A recipe's name, version, what it trains, its --dataset form and source; ``details``: also its notes and its
+    options (YAML, in ``--help`` order)."""
+    import textwrap
+
+    from gsp_hub.train.config import TrainConfig
+
+    text = (f"{recipe.name} (version {recipe.version}): {recipe.trains}\n"
+            f"    --dataset {recipe.benchmark.dataset_form}\n    source: {recipe.source}\n")
+    if not details:
+        return text
+    import yaml
+
+    notes = textwrap.fill(recipe.notes, width=116, initial_indent="    notes: ", subsequent_indent="    ",
+                          break_on_hyphens=False)
+    options = {spec.name: recipe.options[spec.name] for spec in TrainConfig.option_fields()
+               if spec.name in recipe.options}
+    return f"{text}{notes}\n    options:\n" + textwrap.indent(yaml.safe_dump(options, sort_keys=False), " " * 6)
+
+
+def _run_recipes(args: argparse.Namespace) -> int:
+    from gsp_hub.train.recipes import get_recipe, list_recipes
+
+    if args.name is not None:
+        print(_describe_recipe(get_recipe(args.name), details=True), end="")
+        return 0
+    recipes = list_recipes()
+    print(f"{len(recipes)} training recipes (gsp-hub train --recipe NAME --dataset PREFIX:ROOT; flags override a "
+          "recipe's values; gsp-hub recipes NAME shows its notes and options):")
+    print("".join(_describe_recipe(recipe, details=False) for recipe in recipes), end="")
+    return 0
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register `gsp-hub train` and `gsp-hub eval`."""
+    """Register `gsp-hub train`, `gsp-hub recipes` and `gsp-hub eval`."""
     train_parser = subparsers.add_parser(
         "train",
         help="train a metric-learning model (GSP + ZSR by default) with accelerate",
@@ -191,15 +252,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "3-4 validation, 5-9 test), a few minutes on 2 CPU cores.\n\n"
             "Writes into --output-dir: model/ (best by validation MAP@R, Hub format), metrics.json,\n"
             "train_config.yaml, checkpoints/, logs/ (tensorboard) and curves.png.\n\n"
-            "Options come from the defaults, then --config YAML, then the flags below.\n"
+            "Options come from the defaults shown below, then --recipe, then --config YAML, then the\n"
+            "flags: an explicit flag always wins (gsp-hub train --recipe gsp-pytorch-cub200 --dataset\n"
+            "cub200:ROOT --epochs 5 trains that recipe for 5 epochs).\n"
             "Multi-process: accelerate launch --multi_gpu --num_processes 2 -m gsp_hub train ..."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    train_parser.add_argument("--recipe", metavar="NAME",
+                              help="start from a paper's recipe (`gsp-hub recipes` lists them); --config and the "
+                              "flags override its values (a KEY=VALUE flag such as --loss-kwargs replaces the "
+                              "recipe's whole mapping: `gsp-hub recipes NAME` shows it); a benchmark recipe needs "
+                              "--dataset PREFIX:ROOT")
     train_parser.add_argument("--config", type=Path, metavar="YAML",
-                              help="YAML file of options (names as in train_config.yaml); flags override it")
+                              help="YAML file of options (names as in train_config.yaml); it overrides --recipe, "
+                              "the flags override it")
     add_config_arguments(train_parser)
     train_parser.set_defaults(func=_run_train)
+
+    recipes_parser = subparsers.add_parser(
+        "recipes",
+        help="list the papers' training recipes for `gsp-hub train --recipe NAME`",
+        description="List the named, versioned training recipes (GSP, CCP, XML on CUB-200-2011, Cars196, SOP, "
+        "In-shop): name, version, what each trains, the --dataset it expects and its source in the specs. With a "
+        "NAME: also its substitutions, approximations and options.",
+    )
+    recipes_parser.add_argument("name", nargs="?", metavar="NAME", help="show this recipe's notes and options")
+    recipes_parser.set_defaults(func=_run_recipes)
 
     eval_parser = subparsers.add_parser(
         "eval",

@@ -225,6 +225,12 @@ class RunConfig:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> Any:
         """Load a YAML mapping of options (e.g. a saved ``FILE_NAME``); ``overrides`` win over the file."""
+        return cls.from_dict(cls.yaml_values(path, **overrides))
+
+    @classmethod
+    def yaml_values(cls, path: str | os.PathLike[str], **overrides: Any) -> dict[str, Any]:
+        """The options of :meth:`from_yaml` as a mapping, not yet built into a config (e.g. to lay them over a
+        recipe's, :mod:`gsp_hub.train.recipes`)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist; pass a YAML file of {cls.KIND} options.")
@@ -242,7 +248,7 @@ class RunConfig:
             raise ValueError(f"config file {path} records a data set object passed in Python ({dataset}); "
                              f"it cannot be read back from the file: pass it again, {cls.__name__}.from_yaml(path, "
                              "dataset=<the Dataset or DatasetDict>), or give a path or Hub id with --dataset.")
-        return cls.from_dict(values)
+        return values
 
     def to_dict(self) -> dict[str, Any]:
         """The options as plain values (YAML-safe; mappings copied), in :meth:`option_fields` order: a data set object

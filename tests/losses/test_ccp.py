@@ -112,6 +112,16 @@ def test_pml_pair_loss_as_proxy_term_is_the_official_ccp() -> None:
                - loop_proxy_anchor(x, labels, proxies, loss.proxy_labels, 0.1, 32.0)) < 1e-9
 
 
+def test_c1_by_name_is_the_c1_instance_in_both_terms() -> None:
+    embeddings, labels = batch(2)
+    torch.manual_seed(0)
+    named = CCPLoss(5, 8, proxies_per_class=2, proxy_loss="c1")
+    torch.manual_seed(0)
+    given = CCPLoss(5, 8, proxies_per_class=2, proxy_loss=c1_contrastive_loss())
+    assert named.pair_loss is named.reference_loss and named.proxy_loss_name == "c1"
+    assert torch.equal(named(embeddings, labels), given(embeddings, labels))
+
+
 def test_bf16_embeddings_keep_fp32_proxies_and_gradients_reach_them() -> None:
     embeddings, labels = batch(3)
     loss = CCPLoss(5, 8, proxies_per_class=2, proxy_loss="proxy_nca")

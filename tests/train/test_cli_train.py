@@ -28,9 +28,10 @@ def test_help_lists_every_option(capsys):
     text = capsys.readouterr().out
     for flag in ("--model", "--backbone", "--pool", "--embed-dim", "--dataset", "--loss", "--epochs", "--batch-size",
                  "--lr", "--output-dir", "--mixed-precision", "--resume", "--seed", "--config", "--save-every",
-                 "--grad-accum", "--max-steps", "--num-workers", "--skip-bad-images", "--zsr-weight"):
+                 "--grad-accum", "--max-steps", "--num-workers", "--skip-bad-images", "--zsr-weight", "--recipe"):
         assert re.search(rf"{flag}[ ,=\[\n]", text), flag
     assert "accelerate launch --multi_gpu" in text
+    assert "then --recipe, then --config YAML, then the\nflags: an explicit flag always wins" in text
 
 
 def test_flags_override_yaml_which_overrides_defaults(tmp_path):

@@ -16,7 +16,13 @@ from torch import Tensor, nn
 from gsp_hub.checks import check_int
 from gsp_hub.losses.ridge import cross_batch_ridge_ce
 
-__all__ = ["ZeroShotRegularizer"]
+__all__ = ["CLASS_EMBEDDING_INITS", "ZeroShotRegularizer"]
+
+# init name -> std of V's entries as a function of (num_classes, embed_dim)
+CLASS_EMBEDDING_INITS = {
+    "he": lambda num_classes, embed_dim: math.sqrt(2.0 / num_classes),
+    "unit": lambda num_classes, embed_dim: math.sqrt(1.0 / embed_dim),
+}
 
 
 class ZeroShotRegularizer(nn.Module):
@@ -28,13 +34,19 @@ class ZeroShotRegularizer(nn.Module):
         ridge: λ > 0 of the closed-form ridge fit (0.05).
         scale: softmax scale s of the unnormalised dot-product logits (9.5).
         margin: additive margin m subtracted from the true-class logit, times s (0.0).
+        class_embedding_init: how V starts. ``'he'`` (the TF framework's He-normal, std sqrt(2/num_classes)): rows of
+            squared norm about 2D/num_classes, so the logits start near s·2D/num_classes — hundreds with a few
+            classes (D = 128, 5 classes: about 490), where ZSR's cross-entropy and gradient swamp the base loss.
+            ``'unit'`` (std 1/sqrt(D)): rows of norm about 1, logits within about ±s whatever the number of classes;
+            the default job's choice (measured in benchmarks/RESULTS.md, Fashion-Collage).
 
     V is a learnable parameter and must be in the optimiser. Batches need at least two classes (a ``ValueError``
     otherwise); the ridge solve runs in float32 (float64 for float64 inputs) with autocast disabled.
     """
 
     def __init__(
-        self, num_classes: int, embed_dim: int, ridge: float = 0.05, scale: float = 9.5, margin: float = 0.0
+        self, num_classes: int, embed_dim: int, ridge: float = 0.05, scale: float = 9.5, margin: float = 0.0,
+        class_embedding_init: str = "he",
     ) -> None:
         super().__init__()
         check_int("num_classes", num_classes, minimum=2)
@@ -48,7 +60,13 @@ class ZeroShotRegularizer(nn.Module):
         self.ridge = float(ridge)
         self.scale = float(scale)
         self.margin = float(margin)
-        self.class_embeddings = nn.Parameter(torch.randn(num_classes, embed_dim) * math.sqrt(2.0 / num_classes))
+        if class_embedding_init not in CLASS_EMBEDDING_INITS:
+            raise ValueError(f"class_embedding_init must be one of {sorted(CLASS_EMBEDDING_INITS)}, got "
+                             f"{class_embedding_init!r}; 'he' is the TF framework's, 'unit' keeps the logits within "
+                             "about ±scale.")
+        self.class_embedding_init = class_embedding_init
+        std = CLASS_EMBEDDING_INITS[class_embedding_init](num_classes, embed_dim)
+        self.class_embeddings = nn.Parameter(torch.randn(num_classes, embed_dim) * std)
 
     def forward(self, attributes: Tensor, labels: Tensor) -> Tensor:
         """Attributes (B, K) on the simplex and labels (B,) with >= 2 classes -> scalar loss."""
@@ -57,5 +75,5 @@ class ZeroShotRegularizer(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"num_classes={self.num_classes}, embed_dim={self.embed_dim}, ridge={self.ridge}, scale={self.scale}, "
-            f"margin={self.margin}"
+            f"margin={self.margin}, class_embedding_init={self.class_embedding_init!r}"
         )

@@ -112,3 +112,27 @@ def test_zsr_class_embeddings_he_normal_and_in_parameters():
     zsr = ZeroShotRegularizer(200, 512)
     assert [name for name, _ in zsr.named_parameters()] == ["class_embeddings"]
     assert zsr.class_embeddings.std().item() == pytest.approx((2 / 200) ** 0.5, rel=0.02)
+
+
+@pytest.mark.parametrize(("init", "expected_std"), [("he", (2 / 5) ** 0.5), ("unit", 128**-0.5)])
+def test_class_embedding_init_sets_the_scale_of_v(init, expected_std):
+    torch.manual_seed(0)
+    zsr = ZeroShotRegularizer(5, 128, class_embedding_init=init)
+    assert zsr.class_embeddings.std().item() == pytest.approx(expected_std, rel=0.1)
+
+
+def test_unit_init_keeps_the_starting_logits_within_the_scale():
+    """With 'unit' rows of norm ~1, a perfect prediction of a class embedding scores about scale, not hundreds."""
+    torch.manual_seed(0)
+    for init, bound in (("unit", 2 * 9.5), ("he", None)):
+        v = ZeroShotRegularizer(5, 128, class_embedding_init=init).class_embeddings.detach()
+        top_logit = 9.5 * (v * v).sum(1).max().item()
+        if bound is not None:
+            assert top_logit < bound
+        else:
+            assert top_logit > 200  # the TF framework's init at 5 classes, D = 128
+
+
+def test_unknown_class_embedding_init_is_named():
+    with pytest.raises(ValueError, match=r"class_embedding_init must be one of \['he', 'unit'\], got 'glorot'"):
+        ZeroShotRegularizer(5, 8, class_embedding_init="glorot")

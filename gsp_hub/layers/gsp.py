@@ -182,11 +182,10 @@ class GSP(nn.Module):
         ``initialized``.
         """
         num_prototypes = self.num_prototypes
-        projected = self._projected_rows(
-            "embeddings", embeddings, "M", minimum=2 * num_prototypes,
-            requirement="2 * num_prototypes = {minimum} rows (K seeds + at least K candidates)",
-            fix="collect more pooled embeddings first",
-        )
+        self._check_rows("embeddings", embeddings, "M", minimum=2 * num_prototypes,
+                         requirement="2 * num_prototypes = {minimum} rows (K seeds + at least K candidates)",
+                         fix="collect more pooled embeddings first")
+        projected = unit_ball(embeddings.to(device=self.prototypes.device, dtype=torch.float64))
         picks = greedy_k_center(projected[num_prototypes:], num_prototypes, seeds=projected[:num_prototypes])
         self.prototypes.copy_(picks)
         self.initialized.fill_(True)
@@ -202,11 +201,8 @@ class GSP(nn.Module):
         only see the projected prototypes, and the norm of a proxy is meaningless to the cosine losses that train
         it. Writes the projected rows in place and sets ``initialized``.
         """
-        projected = self._projected_rows(
-            "weights", weights, "C", minimum=self.num_prototypes,
-            requirement="num_prototypes = {minimum} rows (one per prototype)",
-            fix="pass more class weights (e.g. several proxies per class, --loss ccp) or lower num_prototypes",
-        )
+        self.check_class_weights(weights)
+        projected = unit_ball(weights.to(device=self.prototypes.device, dtype=torch.float64))
         first = projected[:1]
         picks = [first]
         if self.num_prototypes > 1:
@@ -214,11 +210,17 @@ class GSP(nn.Module):
         self.prototypes.copy_(torch.cat(picks))
         self.initialized.fill_(True)
 
-    def _projected_rows(self, name: str, rows: Tensor, count: str, *, minimum: int, requirement: str, fix: str
-                        ) -> Tensor:
-        """``rows`` (count, dim), checked to hold at least ``minimum`` finite rows, projected into the unit ball in
-        float64 on the prototypes' device. ``requirement`` (formatted with ``minimum``) and ``fix`` word the
-        error."""
+    def check_class_weights(self, weights: Tensor) -> None:
+        """ValueError unless ``weights`` can set the prototypes by :meth:`init_prototypes_from_weights_`: a finite
+        (C, dim) tensor with C >= num_prototypes. Lets a warm-up fail before training rather than at its end."""
+        self._check_rows("weights", weights, "C", minimum=self.num_prototypes,
+                         requirement="num_prototypes = {minimum} rows (one per prototype)",
+                         fix="pass more class weights (e.g. several proxies per class, --loss ccp) or lower "
+                             "num_prototypes")
+
+    def _check_rows(self, name: str, rows: Tensor, count: str, *, minimum: int, requirement: str, fix: str) -> None:
+        """ValueError unless ``rows`` is a (count, dim) tensor of at least ``minimum`` finite rows; ``requirement``
+        (formatted with ``minimum``) and ``fix`` word the error."""
         if not isinstance(rows, Tensor) or rows.ndim != 2 or rows.shape[1] != self.dim:
             shape = tuple(rows.shape) if isinstance(rows, Tensor) else type(rows).__name__
             raise ValueError(f"{name} must be a tensor of shape ({count}, {self.dim}), got {shape}.")
@@ -227,7 +229,6 @@ class GSP(nn.Module):
                              f"{rows.shape[0]}; {fix}.")
         if not bool(torch.isfinite(rows).all()):
             raise ValueError(f"{name} must contain only finite values, got NaN or inf entries.")
-        return unit_ball(rows.to(device=self.prototypes.device, dtype=torch.float64))
 
     def transport(self, x: Tensor) -> GSPOutput:
         """Pooled features, prototype attributes and location weights of x (B, dim, H, W) or (B, N, dim)."""

@@ -1,4 +1,5 @@
-"""Checks of user-given arguments: ints, finite floats and ``*_kwargs`` mappings, with errors that say what to do.
+"""Checks of user-given arguments: ints, finite floats, booleans, choices and ``*_kwargs`` mappings, with errors that
+say what to do.
 
 Every check raises ValueError naming the argument, what was expected, what was given and the fix, e.g.::
 
@@ -6,11 +7,14 @@ Every check raises ValueError naming the argument, what was expected, what was g
     # ValueError: batch_size must be an int >= 1, got 0; pass e.g. batch_size=1.
     check_float("lr", float("nan"), minimum=0)
     # ValueError: lr must be a finite number >= 0, got nan.
+    check_choice("init", "weight_kcenter", ("memory_kcenter", "weights_kcenter"))
+    # ValueError: init must be one of ['memory_kcenter', 'weights_kcenter'], got 'weight_kcenter' (did you mean
+    # ['weights_kcenter']?).
     check_kwargs("zsr_kwargs", {"rigde": 0.1}, ZeroShotRegularizer, supplied=("num_classes", "embed_dim"))
     # ValueError: zsr_kwargs has unknown key(s) ['rigde']; ZeroShotRegularizer accepts ['margin', 'ridge', 'scale'].
 
-A pure module (standard library only), so that the configurations and the command line can use it without
-importing torch.
+A pure module (the standard library and the torch-free :mod:`gsp_hub.registry`), so that the configurations and the
+command line can use it without importing torch.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-__all__ = ["check_float", "check_int", "check_kwargs"]
+from gsp_hub.registry import did_you_mean
+
+__all__ = ["check_bool", "check_choice", "check_float", "check_int", "check_kwargs"]
 
 
 def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None,
@@ -69,6 +75,25 @@ def check_float(name: str, value: Any, *, minimum: float | None = None, maximum:
     elif not fix and isinstance(value, str) and _parses_as_float(value):
         fix = f"pass the number, not the text {value!r} (YAML reads 1e-3 as text: write 1.0e-3)"
     raise ValueError(_message(name, expected, meaning, value, fix))
+
+
+def check_bool(name: str, value: Any, *, meaning: str = "") -> bool:
+    """``value`` if it is a bool, else ValueError naming the argument: ``1``, ``"true"`` and None are rejected too,
+    since a truthy value of another type is more often a mistake than a switch."""
+    if isinstance(value, bool):
+        return value
+    fix = f"pass {name}=True or {name}=False" + (" (YAML reads true / false, not quoted text)"
+                                                  if isinstance(value, str) else "")
+    raise ValueError(_message(name, "True or False", meaning, value, fix))
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str], *, meaning: str = "") -> str:
+    """``value`` if it is one of ``choices``, else ValueError listing them (with the close ones for a typo)."""
+    if isinstance(value, str) and value in choices:
+        return value
+    expected = f"one of {list(choices)}" + (f" ({meaning})" if meaning else "")
+    suggestion = did_you_mean(value, choices) if isinstance(value, str) else ""
+    raise ValueError(f"{name} must be {expected}, got {value!r}{suggestion}.")
 
 
 def check_kwargs(name: str, kwargs: Any, factory: Callable[..., Any], *, extra: Collection[str] = (),

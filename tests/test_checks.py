@@ -1,4 +1,4 @@
-"""The argument checks of gsp_hub.checks: ints, finite floats and ``*_kwargs`` mappings."""
+"""The argument checks of gsp_hub.checks: ints, finite floats, booleans, choices and ``*_kwargs`` mappings."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gsp_hub.checks import check_float, check_int, check_kwargs
+from gsp_hub.checks import check_bool, check_choice, check_float, check_int, check_kwargs
 
 
 @pytest.mark.parametrize(
@@ -63,6 +63,24 @@ def test_check_float_returns_a_float_and_explains_yaml_text() -> None:
     assert check_float("w", 1, minimum=0.0) == 1.0 and type(check_float("w", np.float32(0.5))) is float
     with pytest.raises(ValueError, match=re.escape("got '1e-3'; pass the number, not the text '1e-3'")):
         check_float("lr", "1e-3", minimum=0.0)
+
+
+def test_check_bool_accepts_only_bools() -> None:
+    assert check_bool("flag", True) is True and check_bool("flag", False) is False
+    with pytest.raises(ValueError, match=re.escape("flag must be True or False, got 1; pass flag=True or flag=False.")):
+        check_bool("flag", 1)
+    with pytest.raises(ValueError, match=re.escape("flag must be True or False (add a branch), got 'true'; pass "
+                                                   "flag=True or flag=False (YAML reads true / false, not quoted")):
+        check_bool("flag", "true", meaning="add a branch")
+
+
+def test_check_choice_lists_the_choices_and_the_close_ones() -> None:
+    assert check_choice("head", "gmp", ("gap", "gmp")) == "gmp"
+    with pytest.raises(ValueError, match=re.escape("head must be one of ['gap', 'gmp'] (pooling of the weighted map), "
+                                                   "got 'gmpp' (did you mean ['gmp']?).")):
+        check_choice("head", "gmpp", ("gap", "gmp"), meaning="pooling of the weighted map")
+    with pytest.raises(ValueError, match=re.escape("head must be one of ['gap', 'gmp'], got None.")):
+        check_choice("head", None, ("gap", "gmp"))
 
 
 def _factory(dim: int, ridge: float = 0.1, *, scale: float = 1.0) -> None:

@@ -6,6 +6,10 @@ between them define an entropy-smoothed partial transport (:mod:`gsp_hub.layers.
 pooling weights ``w_j = transported_j / (N * transport_ratio)`` (sum 1), the pooled vector is ``sum_j w_j f_j`` on the
 un-projected features, and the attributes ``a_k = sum_j w_j assignment_kj`` (on the simplex) feed the zero-shot
 regulariser.
+
+The official variants (shared/spec/gsp.md §1, §6, §9, §12 item 7) are options of the same layer: ``head='gmp'`` (the
+PyTorch port's max over the re-weighted map), ``add_max_pool`` (the TF "conventional" configs' max-pooling branch) and
+``init='weights_kcenter'`` (the PyTorch port's prototypes picked by k-center over class weights).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from gsp_hub.checks import check_int
+from gsp_hub.checks import check_bool, check_choice, check_int
 from gsp_hub.layers.ops import greedy_k_center, unit_ball
 from gsp_hub.layers.pooling import register_pool, to_tokens
 from gsp_hub.layers.transport import (
@@ -27,7 +31,15 @@ from gsp_hub.layers.transport import (
     tracing,
 )
 
-__all__ = ["GSP", "GSPOutput", "prototype_costs"]
+__all__ = ["GSP", "GSPOutput", "HEADS", "PROTOTYPE_INITS", "prototype_costs"]
+
+#: Poolings of the re-weighted local features: ``gap`` = sum_j w_j f_j (the TF layer, the paper's framework);
+#: ``gmp`` = max_j (N w_j) f_j (the official PyTorch port).
+HEADS = ("gap", "gmp")
+
+#: Where a warm-up takes the prototypes from: ``memory_kcenter`` = k-center over a memory of pooled embeddings (the TF
+#: layer); ``weights_kcenter`` = k-center over class weights, e.g. a proxy loss's proxies (the PyTorch port).
+PROTOTYPE_INITS = ("memory_kcenter", "weights_kcenter")
 
 
 @dataclass
@@ -87,12 +99,28 @@ class GSP(nn.Module):
         gamma: inverse entropy temperature in (0, 100] (large = hard selection; ``MAX_LAYER_GAMMA``: beyond, the
             fixed-step solve may not converge, and 100 already selects almost hard).
         iters: Newton steps of the transport root solve.
-        memory_size: number of pooled embeddings a warm-up (e.g. a training callback) collects before calling
-            :meth:`init_prototypes_`; at least 2 * num_prototypes. Not used by the layer itself.
+        memory_size: length of the prototype warm-up, in pooled embeddings. With ``init='memory_kcenter'`` a warm-up
+            (e.g. a training callback) collects that many before calling :meth:`init_prototypes_`; at least
+            2 * num_prototypes. With ``init='weights_kcenter'`` it sees that many before calling
+            :meth:`init_prototypes_from_weights_`, so that the class weights have trained a little; at least 1.
+        head: pooling of the re-weighted local features, one of :data:`HEADS`. ``'gap'`` (default, the TF layer):
+            ``sum_j w_j f_j``. ``'gmp'`` (the official PyTorch port): ``max_j (N w_j) f_j`` per channel, the
+            re-weighted map scaled so that uniform weights (``transport_ratio=1``) give plain global max pooling.
+            The port max-pools the weighted *backbone* map and applies its embedding after; here the pool sees the
+            already-embedded features, so the max is taken over them (a linear map and a max do not commute).
+        add_max_pool: also add ``max_j f_j``, the global max pooling of the un-weighted features, to the pooled
+            vector (the TF layer's ``augment_max_pool``, on in its "conventional" configs, adds a 1x1-conv
+            projection of the backbone map's GMP; here the features are already embedded, so the plain GMP of the
+            same features is added, with no extra parameters).
+        init: where the warm-up takes the prototypes from, one of :data:`PROTOTYPE_INITS`: ``'memory_kcenter'``
+            (default, the TF layer) or ``'weights_kcenter'`` (the PyTorch port; class weights such as a proxy loss's
+            proxies, see :meth:`init_prototypes_from_weights_`). Read by the warm-up, not used by the layer itself.
+
+    ``weights`` and ``attributes`` do not depend on ``head`` or ``add_max_pool``; only the pooled vector does.
 
     ``prototypes`` (K, dim) is created once here and only ever written in place; ``initialized`` (bool buffer) turns
-    True after :meth:`init_prototypes_`. Computation runs in float32 (float64 inputs stay float64) with autocast
-    disabled; ``pooled`` is returned in the input dtype.
+    True after :meth:`init_prototypes_` or :meth:`init_prototypes_from_weights_`. Computation runs in float32
+    (float64 inputs stay float64) with autocast disabled; ``pooled`` is returned in the input dtype.
 
     Inputs must be floating point: integer features raise (as torch / timm layers do; the layer would otherwise
     return pooled features truncated to integers), and so do NaN / inf features, naming the samples, like the
@@ -108,19 +136,33 @@ class GSP(nn.Module):
         gamma: float = 5.0,
         iters: int = 16,
         memory_size: int = 1024,
+        head: str = "gap",
+        add_max_pool: bool = False,
+        init: str = "memory_kcenter",
     ) -> None:
         super().__init__()
         check_int("dim", dim, minimum=1)
         check_int("num_prototypes", num_prototypes, minimum=1)
         check_transport_params(transport_ratio, gamma, iters, max_gamma=MAX_LAYER_GAMMA)
-        check_int("memory_size", memory_size, minimum=2 * num_prototypes,
-                  meaning="2 * num_prototypes: k-center needs num_prototypes seeds plus at least as many candidates")
+        check_choice("head", head, HEADS, meaning="pooling of the re-weighted features: 'gap' sum, 'gmp' max")
+        check_bool("add_max_pool", add_max_pool, meaning="add the global max pooling of the un-weighted features")
+        check_choice("init", init, PROTOTYPE_INITS, meaning="where the warm-up takes the prototypes from")
+        if init == "memory_kcenter":
+            check_int("memory_size", memory_size, minimum=2 * num_prototypes,
+                      meaning="2 * num_prototypes: k-center needs num_prototypes seeds plus at least as many "
+                              "candidates")
+        else:
+            check_int("memory_size", memory_size, minimum=1,
+                      meaning="pooled embeddings seen before the prototypes are picked from the class weights")
         self.dim = dim
         self.num_prototypes = num_prototypes
         self.transport_ratio = float(transport_ratio)
         self.gamma = float(gamma)
         self.iters = iters
         self.memory_size = memory_size
+        self.head = head
+        self.add_max_pool = add_max_pool
+        self.init = init
         self.prototypes = nn.Parameter(torch.empty(num_prototypes, dim))
         self.register_buffer("initialized", torch.tensor(False))
         self.reset_parameters()
@@ -140,18 +182,53 @@ class GSP(nn.Module):
         ``initialized``.
         """
         num_prototypes = self.num_prototypes
-        if not isinstance(embeddings, Tensor) or embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
-            shape = tuple(embeddings.shape) if isinstance(embeddings, Tensor) else type(embeddings).__name__
-            raise ValueError(f"embeddings must be a tensor of shape (M, {self.dim}), got {shape}.")
-        if embeddings.shape[0] < 2 * num_prototypes:
-            raise ValueError(
-                f"embeddings must have at least 2 * num_prototypes = {2 * num_prototypes} rows (K seeds + at least "
-                f"K candidates), got {embeddings.shape[0]}; collect more pooled embeddings first."
-            )
+        self._check_rows("embeddings", embeddings, "M", minimum=2 * num_prototypes,
+                         requirement="2 * num_prototypes = {minimum} rows (K seeds + at least K candidates)",
+                         fix="collect more pooled embeddings first")
         projected = unit_ball(embeddings.to(device=self.prototypes.device, dtype=torch.float64))
         picks = greedy_k_center(projected[num_prototypes:], num_prototypes, seeds=projected[:num_prototypes])
         self.prototypes.copy_(picks)
         self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def init_prototypes_from_weights_(self, weights: Tensor) -> None:
+        """Set the prototypes by greedy k-center over class ``weights`` (C, dim), C >= num_prototypes: classifier
+        rows or a proxy loss's proxies, in the space of the pooled embeddings.
+
+        As the official PyTorch port (shared/spec/gsp.md §6): row 0 is the first prototype and the only seed, and
+        K - 1 prototypes are picked among rows 1..C-1 by farthest-point traversal. Unlike the port, which picks on
+        the raw rows, the rows are projected into the unit ball first (like :meth:`init_prototypes_`): the costs
+        only see the projected prototypes, and the norm of a proxy is meaningless to the cosine losses that train
+        it. Writes the projected rows in place and sets ``initialized``.
+        """
+        self.check_class_weights(weights)
+        projected = unit_ball(weights.to(device=self.prototypes.device, dtype=torch.float64))
+        first = projected[:1]
+        picks = [first]
+        if self.num_prototypes > 1:
+            picks.append(greedy_k_center(projected[1:], self.num_prototypes - 1, seeds=first))
+        self.prototypes.copy_(torch.cat(picks))
+        self.initialized.fill_(True)
+
+    def check_class_weights(self, weights: Tensor) -> None:
+        """ValueError unless ``weights`` can set the prototypes by :meth:`init_prototypes_from_weights_`: a finite
+        (C, dim) tensor with C >= num_prototypes. Lets a warm-up fail before training rather than at its end."""
+        self._check_rows("weights", weights, "C", minimum=self.num_prototypes,
+                         requirement="num_prototypes = {minimum} rows (one per prototype)",
+                         fix="pass more class weights (e.g. several proxies per class, --loss ccp) or lower "
+                             "num_prototypes")
+
+    def _check_rows(self, name: str, rows: Tensor, count: str, *, minimum: int, requirement: str, fix: str) -> None:
+        """ValueError unless ``rows`` is a (count, dim) tensor of at least ``minimum`` finite rows; ``requirement``
+        (formatted with ``minimum``) and ``fix`` word the error."""
+        if not isinstance(rows, Tensor) or rows.ndim != 2 or rows.shape[1] != self.dim:
+            shape = tuple(rows.shape) if isinstance(rows, Tensor) else type(rows).__name__
+            raise ValueError(f"{name} must be a tensor of shape ({count}, {self.dim}), got {shape}.")
+        if rows.shape[0] < minimum:
+            raise ValueError(f"{name} must have at least {requirement.format(minimum=minimum)}, got "
+                             f"{rows.shape[0]}; {fix}.")
+        if not bool(torch.isfinite(rows).all()):
+            raise ValueError(f"{name} must contain only finite values, got NaN or inf entries.")
 
     def transport(self, x: Tensor) -> GSPOutput:
         """Pooled features, prototype attributes and location weights of x (B, dim, H, W) or (B, N, dim)."""
@@ -171,7 +248,12 @@ class GSP(nn.Module):
                 cost, self.transport_ratio, self.gamma, self.iters, check_values=False
             )
             weights = transported / (tokens.shape[1] * transported_mass)  # (B, N)
-            pooled = torch.bmm(weights[:, None, :], features).squeeze(1)  # (B, dim)
+            if self.head == "gap":
+                pooled = torch.bmm(weights[:, None, :], features).squeeze(1)  # (B, dim)
+            else:  # "gmp": max over locations of (N w_j) f_j; N w_j = transported_j / mass is exactly 1 when uniform
+                pooled = (features * (transported / transported_mass)[..., None]).amax(dim=1)
+            if self.add_max_pool:
+                pooled = pooled + features.amax(dim=1)
             attributes = torch.bmm(assignment, weights[:, :, None]).squeeze(2)  # (B, K)
         return GSPOutput(pooled=pooled.to(tokens.dtype), attributes=attributes, weights=weights), assignment
 
@@ -186,5 +268,6 @@ class GSP(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"dim={self.dim}, num_prototypes={self.num_prototypes}, transport_ratio={self.transport_ratio}, "
-            f"gamma={self.gamma}, iters={self.iters}, memory_size={self.memory_size}"
+            f"gamma={self.gamma}, iters={self.iters}, memory_size={self.memory_size}, head={self.head!r}, "
+            f"add_max_pool={self.add_max_pool}, init={self.init!r}"
         )

@@ -76,23 +76,40 @@ def needs_prototype_init(pool: nn.Module) -> bool:
 
 
 class PrototypeInitCallback(Callback):
-    """GSP warm-up (shared/spec/gsp.md §6): initialise the prototypes from a memory of pooled embeddings.
+    """GSP warm-up (shared/spec/gsp.md §6): initialise the prototypes once ``pool.memory_size`` pooled embeddings
+    have been seen.
 
-    Every batch's pooled embeddings (gathered over all processes, stop-gradient, projected into the unit ball) are
-    appended to a memory; once it holds ``pool.memory_size`` rows, ``pool.init_prototypes_(memory)`` runs greedy
-    k-center (first K rows as seeds, K picks among the rest) and the memory is freed. Since every rank appends the
-    same gathered rows, every rank computes the same prototypes. Until then ``pool.initialized`` is False and the
-    loop skips the ZSR term.
+    With ``pool.init == 'memory_kcenter'`` (the default; the TF layer) every batch's pooled embeddings (gathered over
+    all processes, stop-gradient, projected into the unit ball) are appended to a memory; once it holds
+    ``pool.memory_size`` rows, ``pool.init_prototypes_(memory)`` runs greedy k-center (first K rows as seeds, K picks
+    among the rest) and the memory is freed. With ``pool.init == 'weights_kcenter'`` (the PyTorch port) the rows are
+    only counted, and at the same point ``pool.init_prototypes_from_weights_(class_weights)`` picks the prototypes
+    among the class weights as they are then (e.g. proxies trained for the warm-up; at step 0 they are random).
+    Since every rank sees the same gathered rows and the same class weights, every rank computes the same
+    prototypes. Until then ``pool.initialized`` is False and the loop skips the ZSR term.
 
     Args:
         pool: a pool for which :func:`needs_prototype_init` is true (``model.pool`` of a GSP MetricNet).
+        class_weights: (C, dim) rows to pick from, C >= ``pool.num_prototypes`` (e.g. the base loss's ``proxies``
+            Parameter, read when the warm-up ends); required by ``init='weights_kcenter'`` and only accepted there.
     """
 
-    def __init__(self, pool: nn.Module) -> None:
+    def __init__(self, pool: nn.Module, class_weights: Tensor | None = None) -> None:
         if not needs_prototype_init(pool):
             raise TypeError(f"{type(pool).__name__} has no prototype warm-up (init_prototypes_, initialized, "
                             "memory_size); use PrototypeInitCallback with a GSP pool only.")
+        from_weights = getattr(pool, "init", "memory_kcenter") == "weights_kcenter"
+        if from_weights and class_weights is None:
+            raise ValueError("the pool was built with init='weights_kcenter' but no class_weights were given; pass "
+                             "the (C, dim) rows to pick the prototypes from (e.g. a proxy loss's proxies).")
+        if not from_weights and class_weights is not None:
+            raise ValueError("class_weights were given but the pool was built with init="
+                             f"{getattr(pool, 'init', 'memory_kcenter')!r}, which picks its prototypes from a memory "
+                             "of pooled embeddings; build it with init='weights_kcenter' or drop class_weights.")
+        if class_weights is not None:
+            pool.check_class_weights(class_weights.detach())
         self.pool = pool
+        self.class_weights = class_weights
         self.memory_size = int(pool.memory_size)
         self.memory: list[Tensor] = []
         self.collected = 0
@@ -105,21 +122,29 @@ class PrototypeInitCallback(Callback):
     def on_train_batch(self, outputs: BatchOutputs) -> None:
         if self.done:
             return
-        rows = unit_ball(outputs.embeddings.detach().float())[: self.memory_size - self.collected].cpu()
-        self.memory.append(rows)
-        self.collected += len(rows)
+        if self.class_weights is None:
+            rows = unit_ball(outputs.embeddings.detach().float())[: self.memory_size - self.collected].cpu()
+            self.memory.append(rows)
+            self.collected += len(rows)
+        else:
+            self.collected = min(self.memory_size, self.collected + len(outputs.embeddings))
         if self.collected < self.memory_size:
             return
-        self.pool.init_prototypes_(torch.cat(self.memory))
+        if self.class_weights is None:
+            self.pool.init_prototypes_(torch.cat(self.memory))
+            source = f"{self.memory_size} pooled embeddings"
+        else:
+            self.pool.init_prototypes_from_weights_(self.class_weights.detach())
+            source = f"{len(self.class_weights)} class weights after {self.memory_size} pooled embeddings"
         self.memory, self.collected = [], 0
-        logger.info("step %d: GSP prototypes initialised by greedy k-center from %d pooled embeddings; ZSR is on",
-                    outputs.step, self.memory_size)
+        logger.info("step %d: GSP prototypes initialised by greedy k-center from %s; ZSR (if any) is on",
+                    outputs.step, source)
 
     def state_dict(self) -> dict[str, Any]:
         memory = torch.cat(self.memory) if self.memory else torch.empty(0)
-        return {"memory": memory}
+        return {"memory": memory, "collected": self.collected}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         memory = state["memory"]
         self.memory = [memory] if len(memory) else []
-        self.collected = len(memory)
+        self.collected = int(state.get("collected", len(memory)))  # older checkpoints saved the memory only

@@ -3,7 +3,8 @@
 One straight line per step: m-per-class batch -> model (embeddings, prototype attributes) -> all-gather over
 processes -> (1 - w)·base + w·ZSR (or XML, CCP) -> backward (the engine, :mod:`gsp_hub.train.engine`). The
 task's callbacks: the GSP prototype warm-up (:class:`~gsp_hub.train.callbacks.PrototypeInitCallback`) when ZSR
-needs prototype attributes, and CCP's projection schedule (:mod:`gsp_hub.train.ccp_callback`) for ``--loss ccp``.
+needs prototype attributes or the pool picks its prototypes from the loss's proxies (``init='weights_kcenter'``), and
+CCP's projection schedule (:mod:`gsp_hub.train.ccp_callback`) for ``--loss ccp``.
 Evaluation: leave-one-out retrieval metrics (:func:`gsp_hub.metrics.retrieval_metrics`) of the validation split,
 which chooses, and of the test split, which is reported (with ``query_split`` / ``gallery_split``: its queries
 searching its gallery, the In-shop protocol).
@@ -47,6 +48,7 @@ __all__ = [
     "create_optimizer",
     "create_xml_loss",
     "describe_retrieval_metrics",
+    "loss_class_weights",
     "loss_log_values",
     "train",
 ]
@@ -150,6 +152,19 @@ def create_loss_module(config: TrainConfig, num_classes: int, model: nn.Module) 
     return GSPLoss(base, regularizer, weight=config.zsr_weight if regularizer is not None else 0.0)
 
 
+def loss_class_weights(config: TrainConfig, loss_fn: GSPLoss) -> Tensor:
+    """The class weights a GSP pool built with ``init='weights_kcenter'`` picks its prototypes from: the base loss's
+    proxies (``proxy_anchor``: (Cls, D); ``ccp``: (Cls * P, D)), a Parameter read when the warm-up ends. ValueError
+    for a loss without proxies."""
+    proxies = getattr(loss_fn.base_loss, "proxies", None)
+    if not isinstance(proxies, Tensor):
+        raise ValueError(
+            f"--pool-kwargs init=weights_kcenter picks the GSP prototypes from the loss's class weights, but --loss "
+            f"{config.loss} has none; use a proxy loss (--loss proxy_anchor or ccp) or init=memory_kcenter."
+        )
+    return proxies
+
+
 def create_optimizer(config: TrainConfig, model: nn.Module, loss_fn: nn.Module) -> torch.optim.AdamW:
     """AdamW over the model (``lr``) and the loss parameters (``lr * loss_lr_scale``); ``initial_lr`` per group."""
     groups = [{"params": [p for p in model.parameters() if p.requires_grad], "initial_lr": config.lr}]
@@ -233,10 +248,14 @@ class MetricLearningTask(Task):
         return create_optimizer(self.config, self.model, self.loss_fn)
 
     def callbacks(self, trainer: Trainer) -> list[Callback]:
-        """The GSP prototype warm-up when ZSR reads prototype attributes; CCP's schedule for ``--loss ccp``."""
+        """The GSP prototype warm-up when ZSR reads prototype attributes, or whenever the pool picks its prototypes
+        from the loss's proxies (``init='weights_kcenter'``); CCP's schedule for ``--loss ccp``."""
         callbacks: list[Callback] = []
-        if self.loss_fn.regularizer is not None and needs_prototype_init(self.model.pool):
-            callbacks.append(PrototypeInitCallback(self.model.pool))
+        pool = self.model.pool
+        from_weights = getattr(pool, "init", None) == "weights_kcenter"
+        if needs_prototype_init(pool) and (self.loss_fn.regularizer is not None or from_weights):
+            class_weights = loss_class_weights(self.config, self.loss_fn) if from_weights else None
+            callbacks.append(PrototypeInitCallback(pool, class_weights))
         if isinstance(self.loss_fn.base_loss, CCPLoss):
             callbacks.append(create_ccp_callback(self.config, self.model, self.loss_fn.base_loss,
                                                  trainer.optimizer.optimizer, trainer.network, self.splits.train,

@@ -9,6 +9,7 @@ import timm
 import torch
 
 import gsp_hub
+from gsp_hub.hub import from_pretrained, save_pretrained
 from gsp_hub.models import NAMED_MODELS, MetricNet, list_gsp_models
 
 REQUIRED = ["gsp_resnet18", "gsp_resnet50", "gsp_tf_efficientnet_lite0", "gsp_vit_small_patch16_224", "gsp_convnext_tiny"]
@@ -130,6 +131,36 @@ def test_reset_classifier_changes_the_pooling_and_bad_arguments_raise() -> None:
         MetricNet("resnet18", embed_dim=-1)
     with pytest.raises(ValueError, match="no_such_pool"):
         MetricNet("resnet18", pool="no_such_pool")
+
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"head": "gmp"}, {"add_max_pool": True}, {"init": "weights_kcenter", "memory_size": 1},
+     {"head": "gmp", "add_max_pool": True, "init": "weights_kcenter", "memory_size": 1}],
+)
+def test_gsp_variants_build_through_timm_train_and_reload(options: dict, tmp_path) -> None:
+    """Every official GSP variant is a pool option of metric_net: it builds, runs forward + backward (after the
+    prototype init it needs) and reloads from an export with the same options and outputs."""
+    torch.manual_seed(0)
+    model = timm.create_model("metric_net", backbone="test_resnet", pool="gsp", embed_dim=16, num_prototypes=4,
+                              **options)
+    assert all(getattr(model.pool, name) == value for name, value in options.items())
+    if model.pool.init == "weights_kcenter":
+        model.pool.init_prototypes_from_weights_(torch.randn(6, 16))
+    else:
+        model.pool.init_prototypes_(torch.randn(8, 16))
+    x = torch.randn(2, 3, 64, 64)
+    embedding, aux = model.forward_head(model.forward_features(x), pre_logits=True, return_aux=True)
+    assert embedding.shape == (2, 16) and torch.isfinite(embedding).all()
+    (embedding.square().sum() + aux.attributes[:, 0].sum()).backward()
+    for parameter in (model.pool.prototypes, model.embed.weight, model.backbone.conv1[0].weight):
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all() and parameter.grad.abs().sum() > 0
+
+    reloaded = from_pretrained(save_pretrained(model, tmp_path / "export"))
+    assert all(getattr(reloaded.pool, name) == value for name, value in options.items())
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.eval()(x), model.eval()(x))
 
 
 def test_models_cli_lists_models_and_pools(capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 
 import numpy as np
 import pytest
@@ -15,10 +16,12 @@ from train_fixtures import tiny_config
 
 from gsp_hub.hub import from_pretrained
 from gsp_hub.layers import GSP
+from gsp_hub.losses import GSPLoss, create_loss
 from gsp_hub.train import TrainConfig, train
-from gsp_hub.train.callbacks import BatchOutputs, PrototypeInitCallback
+from gsp_hub.train.callbacks import BatchOutputs, Callback, PrototypeInitCallback
 from gsp_hub.train.data import SeededBatchDataset, seeded_random_state
-from gsp_hub.train.engine import learning_rate_factor
+from gsp_hub.train.engine import Trainer, learning_rate_factor
+from gsp_hub.train.metric_learning import MetricLearningTask, loss_class_weights
 
 
 def farthest_points(memory: torch.Tensor, k: int) -> torch.Tensor:
@@ -55,6 +58,85 @@ def test_prototype_init_callback_runs_k_center_once_the_memory_is_full_and_resum
     for step in (1, 2):
         resumed.on_train_batch(BatchOutputs(step, batches[step], torch.zeros(4), None))
     torch.testing.assert_close(resumed_pool.prototypes, pool.prototypes)
+
+
+def test_prototype_init_callback_from_class_weights_reads_them_when_the_warm_up_ends_and_resumes():
+    torch.manual_seed(0)
+    pool = GSP(6, num_prototypes=3, memory_size=10, init="weights_kcenter")
+    proxies = torch.nn.Parameter(2 * torch.randn(5, 6))
+    batches = [torch.randn(4, 6) for _ in range(3)]
+    callback = PrototypeInitCallback(pool, proxies)
+    callback.on_train_batch(BatchOutputs(0, batches[0], torch.zeros(4), None))
+    state = callback.state_dict()  # a checkpoint in the middle of the warm-up: 4 rows seen, none stored
+    assert state["collected"] == 4 and len(state["memory"]) == 0
+    callback.on_train_batch(BatchOutputs(1, batches[1], torch.zeros(4), None))
+    assert not pool.initialized
+    with torch.no_grad():
+        proxies.mul_(-0.5)  # the proxies train during the warm-up; the init reads them as they are at its end
+    callback.on_train_batch(BatchOutputs(2, batches[2], torch.zeros(4), None))  # 12 rows >= 10
+    assert pool.initialized
+    expected = GSP(6, num_prototypes=3, memory_size=1, init="weights_kcenter")
+    expected.init_prototypes_from_weights_(proxies.detach())
+    torch.testing.assert_close(pool.prototypes, expected.prototypes, rtol=0, atol=0)
+
+    resumed_pool = GSP(6, num_prototypes=3, memory_size=10, init="weights_kcenter")
+    resumed = PrototypeInitCallback(resumed_pool, proxies)
+    resumed.load_state_dict(state)
+    resumed.on_train_batch(BatchOutputs(1, batches[1], torch.zeros(4), None))
+    assert not resumed_pool.initialized
+    resumed.on_train_batch(BatchOutputs(2, batches[2], torch.zeros(4), None))
+    torch.testing.assert_close(resumed_pool.prototypes, pool.prototypes, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("init", "class_weights", "message"),
+    [
+        ("weights_kcenter", None, "the pool was built with init='weights_kcenter' but no class_weights were given"),
+        ("memory_kcenter", torch.randn(5, 6), "class_weights were given but the pool was built with "
+                                              "init='memory_kcenter'"),
+        ("weights_kcenter", torch.randn(2, 6), "weights must have at least num_prototypes = 3 rows (one per "
+                                               "prototype), got 2"),
+    ],
+)
+def test_prototype_init_callback_rejects_class_weights_that_do_not_fit_the_pool(init, class_weights, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PrototypeInitCallback(GSP(6, num_prototypes=3, memory_size=10, init=init), class_weights)
+
+
+def test_loss_class_weights_are_the_proxies_of_a_proxy_loss():
+    config = TrainConfig(loss="ms")
+    proxy_loss = GSPLoss(create_loss("proxy_anchor", num_classes=4, embed_dim=8))
+    assert loss_class_weights(config, proxy_loss) is proxy_loss.base_loss.proxies
+    ccp_loss = GSPLoss(create_loss("ccp", num_classes=4, embed_dim=8, proxies_per_class=2))
+    assert loss_class_weights(config, ccp_loss).shape == (8, 8)
+    with pytest.raises(ValueError, match=re.escape("--loss ms has none; use a proxy loss (--loss proxy_anchor or "
+                                                   "ccp) or init=memory_kcenter")):
+        loss_class_weights(config, GSPLoss(create_loss("ms", num_classes=4, embed_dim=8)))
+
+
+def test_run_with_weights_kcenter_picks_the_prototypes_among_the_proxies(tmp_path, tiny_dataset):
+    """--loss proxy_anchor --pool-kwargs init=weights_kcenter: at the end of the warm-up (memory_size = 16 pooled
+    embeddings, the first 16-image step) the prototypes are the k-center picks among the proxies of that moment."""
+    config = tiny_config(tmp_path / "run", tiny_dataset, epochs=1, loss="proxy_anchor", zsr_weight=0.0,
+                         pool_kwargs={"num_prototypes": 4, "memory_size": 16, "init": "weights_kcenter"})
+    task = MetricLearningTask(config)
+
+    class FirstInitialised(Callback):
+        """Records the proxies and prototypes right after the step that initialised the prototypes."""
+
+        def on_train_batch(self, outputs: BatchOutputs) -> None:
+            self.steps = getattr(self, "steps", []) + [outputs.step]
+            if task.model.pool.initialized and not hasattr(self, "prototypes"):
+                self.proxies = task.loss_fn.base_loss.proxies.detach().clone()
+                self.prototypes = task.model.pool.prototypes.detach().clone()
+                self.step = outputs.step
+
+    spy = FirstInitialised()
+    Trainer(task, [spy]).run()
+    assert spy.step == spy.steps[0]
+    expected = GSP(16, num_prototypes=4, memory_size=1, init="weights_kcenter")
+    expected.init_prototypes_from_weights_(spy.proxies)
+    torch.testing.assert_close(spy.prototypes, expected.prototypes.detach(), rtol=0, atol=0)
 
 
 def test_learning_rate_factor_warmup_then_cosine():

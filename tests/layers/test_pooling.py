@@ -69,7 +69,7 @@ def test_create_pool_passes_keyword_arguments() -> None:
 
 
 def test_unknown_pool_lists_the_available_ones() -> None:
-    with pytest.raises(ValueError, match="unknown pool 'mean'; available pools: avg, .*gem, gsp, max"):
+    with pytest.raises(ValueError, match="unknown pool 'mean'; available pools: attn, avg, .*gem, gsp, max"):
         create_pool("mean", DIM)
 
 
@@ -98,3 +98,18 @@ def test_wrong_feature_shape_raises(shape: tuple[int, ...]) -> None:
 def test_bad_constructor_arguments_raise(build, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_attention_pool_starts_as_average_pooling_and_its_weights_sum_to_one():
+    torch.manual_seed(0)
+    pool = create_pool("attn", 8)
+    tokens = torch.randn(3, 10, 8, dtype=torch.float64)
+    pool = pool.double()
+    torch.testing.assert_close(pool(tokens), tokens.mean(dim=1))
+    with torch.no_grad():
+        pool.score.weight.normal_()
+    weights = pool.location_weights(tokens)
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(3, dtype=torch.float64))
+    expected = torch.stack([sum(weights[b, j] * tokens[b, j] for j in range(10)) for b in range(3)])  # brute force
+    torch.testing.assert_close(pool(tokens), expected)
+    assert torch.autograd.gradcheck(pool, (tokens.clone().requires_grad_(),))

@@ -12,7 +12,9 @@ The data flow of a run::
 ``source=None`` is the Fashion-MNIST subset shipped in the package (:mod:`gsp_hub.data.embedded`); ``source`` may also
 be a path, a Hub id, a CSV / JSON-lines table of image paths or a ``datasets.Dataset`` / ``DatasetDict`` object
 (:mod:`gsp_hub.data.loading`), or one of the four DML benchmarks in its official layout, ``cub200:/data/CUB_200_2011``
-(:mod:`gsp_hub.data.dml_benchmarks`).
+(:mod:`gsp_hub.data.dml_benchmarks`). Nuisance benchmarks in the GSP paper's collage style are built from Tiny-ImageNet
+by :func:`build_tin_collage` and :func:`build_tin_superclass_collage` (its super-classes:
+:mod:`gsp_hub.data.tin_superclasses`).
 """
 
 from gsp_hub.data.collage import (
@@ -61,6 +63,19 @@ from gsp_hub.data.splits import (
     own_splits,
     zero_shot_split,
 )
+from gsp_hub.data.tin_superclass_collage import (
+    SUPERCOLLAGE_TILE_SIZES,
+    TIN_SUPERCOLLAGE_SPLITS,
+    SuperCollageSplit,
+    build_tin_superclass_collage,
+)
+from gsp_hub.data.tin_superclasses import (
+    TIN_NUISANCE_SUPERCLASSES,
+    TIN_SUPERCLASS_NAMES,
+    TIN_TARGET_SUPERCLASSES,
+    TIN_UNUSED_CLASSES,
+    TinSuperClass,
+)
 from gsp_hub.data.transforms import (
     BatchTransform,
     ImageConfigOptions,
@@ -87,6 +102,12 @@ __all__ = [
     "LABEL_COLUMN_NAMES",
     "SPLIT_COLUMN",
     "SPLIT_PROTOCOLS",
+    "SUPERCOLLAGE_TILE_SIZES",
+    "TIN_NUISANCE_SUPERCLASSES",
+    "TIN_SUPERCLASS_NAMES",
+    "TIN_SUPERCOLLAGE_SPLITS",
+    "TIN_TARGET_SUPERCLASSES",
+    "TIN_UNUSED_CLASSES",
     "BatchTransform",
     "CollageSplit",
     "DatasetSource",
@@ -96,7 +117,10 @@ __all__ = [
     "ImageTransform",
     "ImageTransforms",
     "MPerClassBatchSampler",
+    "SuperCollageSplit",
+    "TinSuperClass",
     "build_tin_collage",
+    "build_tin_superclass_collage",
     "collage_location_cells",
     "collate_image_batch",
     "create_image_transforms",

@@ -100,7 +100,7 @@ def build_tin_collage(
     """
     spec = _check_split(split)
     seed = check_int("seed", seed, minimum=0, meaning="numpy Generator seed")
-    rows = _source_rows(source, spec.source_split)
+    rows = tin_source_rows(source, spec.source_split)
     labels = np.asarray(rows[LABEL_COLUMN], dtype=np.int64)
     per_class = _check_images_per_class(images_per_class, labels, spec, split)
     rng = np.random.default_rng([seed, spec.stream])
@@ -114,9 +114,9 @@ def build_tin_collage(
     backgrounds = pool[distinct_draws(rng, len(pool), count, COLLAGE_GRID**2 - 1)]  # (M, 3)
     tile_rows = place_tiles(targets, cells, backgrounds)  # (M, 4)
 
-    tiles = _decode_tiles(rows, np.unique(tile_rows))
+    tiles = decode_tiles(rows, np.unique(tile_rows))
     encoded = [
-        {"bytes": _png(compose_grid([tiles[r] for r in row])), "path": None}
+        {"bytes": png_bytes(compose_grid([tiles[r] for r in row])), "path": None}
         for row in tqdm(tile_rows.tolist(), desc=f"TIN-Collage {split}", unit="img", disable=not progress)
     ]
     features = Features({
@@ -174,7 +174,7 @@ def _check_images_per_class(images_per_class: Any, labels: np.ndarray, spec: Col
                      "in its smallest label class", fix="pass a value in that range, or None for all of them")
 
 
-def _source_rows(source: str | os.PathLike[str] | DatasetDict, source_split: str) -> Dataset:
+def tin_source_rows(source: str | os.PathLike[str] | DatasetDict, source_split: str) -> Dataset:
     """The Tiny-ImageNet ``source_split`` rows, checked to carry the 200 classes."""
     if isinstance(source, (str, os.PathLike)):
         source = load_image_dataset(source, split=source_split, verify_images=False, progress=False)
@@ -214,7 +214,7 @@ def place_tiles(targets: np.ndarray, cells: np.ndarray, backgrounds: np.ndarray)
     return tile_rows
 
 
-def _decode_tiles(rows: Dataset, wanted: np.ndarray) -> dict[int, np.ndarray]:
+def decode_tiles(rows: Dataset, wanted: np.ndarray) -> dict[int, np.ndarray]:
     """Source row -> (64, 64, 3) uint8 RGB array, for the ``wanted`` rows (decoded once each)."""
     raw = rows.select_columns([IMAGE_COLUMN]).cast_column(IMAGE_COLUMN, Image(decode=False))
     values = raw[wanted.tolist()][IMAGE_COLUMN]
@@ -234,8 +234,8 @@ def compose_grid(tiles: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
-def _png(pixels: np.ndarray) -> bytes:
-    """Lossless PNG bytes of an RGB uint8 array (Huffman-only deflate: fast, ~37 kB, deterministic)."""
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """Lossless PNG bytes of an RGB uint8 array (Huffman-only deflate: fast, ~37 kB at 128x128, deterministic)."""
     buffer = io.BytesIO()
     PIL.Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1, compress_type=zlib.Z_HUFFMAN_ONLY)
     return buffer.getvalue()

@@ -12,9 +12,9 @@ The data flow of a run::
 ``source=None`` is Fashion-Collage, the nuisance data set shipped in the package (:func:`load_fashion_collage`:
 64x64 collages of one Fashion-MNIST label tile and three MNIST digits, its own train / validation / test classes,
 a ``target_cell`` column); ``"fashion-mnist-subset"`` is the plain Fashion-MNIST subset it is built from
-(:mod:`gsp_hub.data.embedded`). ``source`` may also be a path, a Hub id, a CSV / JSON-lines table of image paths or a ``datasets.Dataset`` / ``DatasetDict`` object
-(:mod:`gsp_hub.data.loading`), or one of the four DML benchmarks in its official layout, ``cub200:/data/CUB_200_2011``
-(:mod:`gsp_hub.data.dml_benchmarks`).
+(:mod:`gsp_hub.data.embedded`). ``source`` may also be a path, a Hub id, a CSV / JSON-lines table of image paths
+or a ``datasets.Dataset`` / ``DatasetDict`` object (:mod:`gsp_hub.data.loading`), or one of the four DML benchmarks
+in its official layout, ``cub200:/data/CUB_200_2011`` (:mod:`gsp_hub.data.dml_benchmarks`).
 """
 
 from gsp_hub.data.collage import (

@@ -135,10 +135,10 @@ def load_image_dataset(
     """Load an image-classification data set; see the module docstring for sources and guarantees.
 
     Args:
-        source: an embedded data set's name (``None``: ``"fashion-collage"``), a ``Dataset`` / ``DatasetDict`` (or iterable) object, a
-            local folder (``save_to_disk``, Hub-layout, parquet or image folder), a ``.parquet`` file, a ``.csv`` /
-            ``.jsonl`` / ``.json`` table of image paths and labels, a Hub id, or a benchmark ``PREFIX:ROOT``
-            (``cub200:/data/CUB_200_2011``).
+        source: an embedded data set's name (``None``: ``"fashion-collage"``), a ``Dataset`` / ``DatasetDict`` (or
+            iterable) object, a local folder (``save_to_disk``, Hub-layout, parquet or image folder), a ``.parquet``
+            file, a ``.csv`` / ``.jsonl`` / ``.json`` table of image paths and labels, a Hub id, or a benchmark
+            ``PREFIX:ROOT`` (``cub200:/data/CUB_200_2011``).
         split: keep only this split (or these splits); default all.
         image_column / label_column: use these columns instead of detecting them (for a table: the column of
             image paths).

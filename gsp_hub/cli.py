@@ -42,7 +42,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, purpose: str) -> None
     parser.add_argument("--dataset", default=None, help="data set as for `gsp-hub train --dataset`: a Hub id, a "
                         "save_to_disk, Hub-layout, parquet or image folder, a .parquet file, a .csv / .jsonl table "
                         "of image paths and labels, or a DML benchmark folder as cub200:ROOT, cars196:ROOT, sop:ROOT "
-                        "or inshop:ROOT (default: the embedded fashion-mnist-subset)")
+                        "or inshop:ROOT, or an embedded data set, fashion-collage (the default) or fashion-mnist-subset")
     parser.add_argument("--split-protocol", choices=("zero-shot", "own"), default="zero-shot",
                         help="how to split classes / rows (default: zero-shot)")
     parser.add_argument("--split", choices=("test", "train"), default="test",

@@ -9,12 +9,14 @@ The data flow of a run::
     sampler = MPerClassBatchSampler(np.asarray(splits.train["label"]), m=4, batch_size=32)
     loader = DataLoader(train, batch_sampler=sampler, collate_fn=collate_image_batch)
 
-``source=None`` is the Fashion-MNIST subset shipped in the package (:mod:`gsp_hub.data.embedded`); ``source`` may also
-be a path, a Hub id, a CSV / JSON-lines table of image paths or a ``datasets.Dataset`` / ``DatasetDict`` object
-(:mod:`gsp_hub.data.loading`), or one of the four DML benchmarks in its official layout, ``cub200:/data/CUB_200_2011``
-(:mod:`gsp_hub.data.dml_benchmarks`). Nuisance benchmarks in the GSP paper's collage style are built from Tiny-ImageNet
-by :func:`build_tin_collage` and :func:`build_tin_superclass_collage` (its super-classes:
-:mod:`gsp_hub.data.tin_superclasses`).
+``source=None`` is Fashion-Collage, the nuisance data set shipped in the package (:func:`load_fashion_collage`:
+64x64 collages of one Fashion-MNIST label tile and three MNIST digits, its own train / validation / test classes,
+a ``target_cell`` column); ``"fashion-mnist-subset"`` is the plain Fashion-MNIST subset it is built from
+(:mod:`gsp_hub.data.embedded`). ``source`` may also be a path, a Hub id, a CSV / JSON-lines table of image paths
+or a ``datasets.Dataset`` / ``DatasetDict`` object (:mod:`gsp_hub.data.loading`), or one of the four DML benchmarks
+in its official layout, ``cub200:/data/CUB_200_2011`` (:mod:`gsp_hub.data.dml_benchmarks`). Nuisance benchmarks
+in the GSP paper's collage style are built from Tiny-ImageNet by :func:`build_tin_collage` and
+:func:`build_tin_superclass_collage` (its super-classes: :mod:`gsp_hub.data.tin_superclasses`).
 """
 
 from gsp_hub.data.collage import (
@@ -35,17 +37,22 @@ from gsp_hub.data.dml_benchmarks import (
     load_stanford_online_products,
 )
 from gsp_hub.data.embedded import (
-    EMBEDDED_DATASET_NAME,
+    DEFAULT_DATASET_NAME,
+    FASHION_COLLAGE_NAME,
     FASHION_MNIST_CLASSES,
+    FASHION_MNIST_SUBSET_NAME,
     FASHION_MNIST_SUBSET_PATH,
     load_fashion_mnist_subset,
 )
+from gsp_hub.data.fashion_collage import FASHION_COLLAGE_SPLITS, load_fashion_collage
 from gsp_hub.data.loading import (
+    EMBEDDED_DATASETS,
     IMAGE_COLUMN,
     IMAGE_COLUMN_NAMES,
     LABEL_COLUMN,
     LABEL_COLUMN_NAMES,
     SPLIT_COLUMN,
+    TARGET_CELL_COLUMN,
     DatasetSource,
     check_verification_options,
     decode_image,
@@ -92,9 +99,13 @@ __all__ = [
     "COLLAGE_GRID",
     "COLLAGE_SPLITS",
     "COLLAGE_TILE_SIZE",
+    "DEFAULT_DATASET_NAME",
     "DML_BENCHMARKS",
-    "EMBEDDED_DATASET_NAME",
+    "EMBEDDED_DATASETS",
+    "FASHION_COLLAGE_NAME",
+    "FASHION_COLLAGE_SPLITS",
     "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_SUBSET_NAME",
     "FASHION_MNIST_SUBSET_PATH",
     "IMAGE_COLUMN",
     "IMAGE_COLUMN_NAMES",
@@ -108,6 +119,7 @@ __all__ = [
     "TIN_SUPERCOLLAGE_SPLITS",
     "TIN_TARGET_SUPERCLASSES",
     "TIN_UNUSED_CLASSES",
+    "TARGET_CELL_COLUMN",
     "BatchTransform",
     "CollageSplit",
     "DatasetSource",
@@ -131,6 +143,7 @@ __all__ = [
     "load_cars196",
     "load_cub200",
     "load_dml_benchmark",
+    "load_fashion_collage",
     "load_fashion_mnist_subset",
     "load_image_dataset",
     "verify_dataset_images",

@@ -1,4 +1,4 @@
-"""The data set shipped inside the package: a class-balanced subset of Fashion-MNIST.
+"""The data shipped inside the package: a class-balanced subset of Fashion-MNIST, and the embedded data sets' names.
 
 Fashion-MNIST (Xiao, Rasul & Vollgraf 2017, https://github.com/zalandoresearch/fashion-mnist) is
 (c) 2017 Zalando SE and released under the MIT licence. 28x28 greyscale photos of clothing in 10 classes:
@@ -8,6 +8,10 @@ The shipped subset (``fashion_mnist_subset.npz``, about 3 MB) holds the first 60
 original train file and the first 100 of each class of the original test file (6,000 + 1,000 images);
 ``scripts/build_fmnist_subset.py`` rebuilds identical arrays from the Debian package
 ``dataset-fashion-mnist``. Zero-shot metric-learning split: classes 0-4 train, 5-9 test (3,500 images each).
+
+Two data sets load by name without any file of the user's (:data:`gsp_hub.data.loading.EMBEDDED_DATASETS`):
+``"fashion-collage"`` (:mod:`gsp_hub.data.fashion_collage`, built from this subset and MNIST digits; the default
+of ``gsp-hub train``) and ``"fashion-mnist-subset"`` (this subset, :func:`load_fashion_mnist_subset`).
 """
 
 from __future__ import annotations
@@ -18,13 +22,17 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Image
 
 __all__ = [
-    "EMBEDDED_DATASET_NAME",
+    "DEFAULT_DATASET_NAME",
+    "FASHION_COLLAGE_NAME",
     "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_SUBSET_NAME",
     "FASHION_MNIST_SUBSET_PATH",
     "load_fashion_mnist_subset",
 ]
 
-EMBEDDED_DATASET_NAME = "fashion-mnist-subset"
+FASHION_MNIST_SUBSET_NAME = "fashion-mnist-subset"
+FASHION_COLLAGE_NAME = "fashion-collage"
+DEFAULT_DATASET_NAME = FASHION_COLLAGE_NAME  # what load_image_dataset(None) and `gsp-hub train` load
 FASHION_MNIST_SUBSET_PATH = Path(__file__).with_name("fashion_mnist_subset.npz")
 FASHION_MNIST_CLASSES: tuple[str, ...] = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",

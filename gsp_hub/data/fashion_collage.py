@@ -37,7 +37,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Im
 
 from gsp_hub.checks import check_int
 from gsp_hub.data.collage import COLLAGE_GRID, compose_grid, distinct_draws, place_tiles
-from gsp_hub.data.embedded import FASHION_MNIST_CLASSES, FASHION_MNIST_SUBSET_PATH, pgm_bytes
+from gsp_hub.data.embedded import FASHION_COLLAGE_NAME, FASHION_MNIST_CLASSES, FASHION_MNIST_SUBSET_PATH, pgm_bytes
 
 __all__ = [
     "FASHION_COLLAGE_CELL_SIZE",
@@ -48,7 +48,6 @@ __all__ = [
     "load_fashion_collage",
 ]
 
-FASHION_COLLAGE_NAME = "fashion-collage"
 FASHION_COLLAGE_CELL_SIZE = 32  # a 28x28 tile centred in a 32x32 cell: 64x64 images, 8x8 maps at stride 8
 MNIST_DIGITS_PATH = Path(__file__).with_name("mnist_digits.npz")
 _TILE_SIZE = 28

@@ -2,7 +2,8 @@
 
 Sources (``load_image_dataset(source)``):
 
-* ``None`` or ``"fashion-mnist-subset"``: the data set embedded in the package (:mod:`gsp_hub.data.embedded`);
+* a data set embedded in the package, by name (:data:`EMBEDDED_DATASETS`): ``"fashion-collage"`` (the default,
+  ``None``; :mod:`gsp_hub.data.fashion_collage`) or ``"fashion-mnist-subset"`` (:mod:`gsp_hub.data.embedded`);
 * a ``datasets.Dataset`` (one ``train`` split) or ``DatasetDict`` object (Python API only);
 * an ``IterableDataset`` / ``IterableDatasetDict`` object: metric learning needs every label up front (m-per-class
   batches, class splits), so it is read once, whole, into memory, with a ``UserWarning`` (a streamed Hub data set is
@@ -23,7 +24,8 @@ Sources (``load_image_dataset(source)``):
 Whatever the source, the result is normalised: the detected (or named) image column becomes ``image``
 (``datasets.Image``), the label column becomes ``label``, a ``ClassLabel`` whose ids 0..C-1 are exactly the
 classes present in the loaded splits (integer or string labels are encoded in sorted order, the strings kept as the
-class names), and other columns are dropped. Errors about the data (missing path, no label/image column, fewer
+class names), a collage's ``target_cell`` column (the label tile's cell, :data:`TARGET_CELL_COLUMN`) is kept, and
+other columns are dropped. Errors about the data (missing path, no label/image column, fewer
 than 2 classes, undecodable images) are raised here, before any training starts.
 
 Undecodable images: with ``verify_images=True`` (the default) every image is decoded once, up front, with a
@@ -40,7 +42,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -59,14 +61,21 @@ from datasets import (
 )
 from tqdm.auto import tqdm
 
-from gsp_hub.data.embedded import EMBEDDED_DATASET_NAME, load_fashion_mnist_subset
+from gsp_hub.data.embedded import (
+    DEFAULT_DATASET_NAME,
+    FASHION_COLLAGE_NAME,
+    FASHION_MNIST_SUBSET_NAME,
+    load_fashion_mnist_subset,
+)
 
 __all__ = [
+    "EMBEDDED_DATASETS",
     "IMAGE_COLUMN",
     "IMAGE_COLUMN_NAMES",
     "LABEL_COLUMN",
     "LABEL_COLUMN_NAMES",
     "SPLIT_COLUMN",
+    "TARGET_CELL_COLUMN",
     "DatasetSource",
     "check_verification_options",
     "decode_image",
@@ -84,6 +93,7 @@ IMAGE_COLUMN_NAMES: tuple[str, ...] = ("image", "img", "pixel_values", "images",
                                        "path", "file", "filename")
 LABEL_COLUMN_NAMES: tuple[str, ...] = ("label", "labels", "fine_label", "class", "class_id", "category", "target")
 SPLIT_COLUMN = "split"  # in a CSV / JSON-lines table: the split of each row (else all rows are ``train``)
+TARGET_CELL_COLUMN = "target_cell"  # a collage's label-tile cell (0-3, row-major): kept beside image and label
 
 DatasetSource: TypeAlias = (
     str | os.PathLike[str] | Dataset | DatasetDict | IterableDataset | IterableDatasetDict | None
@@ -94,6 +104,19 @@ _TABLE_BUILDERS = {".csv": "csv", ".jsonl": "json", ".json": "json"}
 # A folder written by Dataset.save_to_disk holds state.json, one by DatasetDict.save_to_disk dataset_dict.json.
 _SAVE_TO_DISK_MARKERS = ("dataset_dict.json", "state.json")
 
+
+
+def _load_fashion_collage() -> DatasetDict:
+    from gsp_hub.data.fashion_collage import load_fashion_collage  # that module builds on this one (via collage)
+
+    return load_fashion_collage()
+
+
+# The data sets shipped in the package, by name: a loader without arguments each (DEFAULT_DATASET_NAME for None).
+EMBEDDED_DATASETS: dict[str, Callable[[], DatasetDict]] = {
+    FASHION_COLLAGE_NAME: _load_fashion_collage,
+    FASHION_MNIST_SUBSET_NAME: load_fashion_mnist_subset,
+}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _RGB_DECODER = Image(mode="RGB")
 
@@ -112,10 +135,10 @@ def load_image_dataset(
     """Load an image-classification data set; see the module docstring for sources and guarantees.
 
     Args:
-        source: ``None`` / ``"fashion-mnist-subset"``, a ``Dataset`` / ``DatasetDict`` (or iterable) object, a
-            local folder (``save_to_disk``, Hub-layout, parquet or image folder), a ``.parquet`` file, a ``.csv`` /
-            ``.jsonl`` / ``.json`` table of image paths and labels, a Hub id, or a benchmark ``PREFIX:ROOT``
-            (``cub200:/data/CUB_200_2011``).
+        source: an embedded data set's name (``None``: ``"fashion-collage"``), a ``Dataset`` / ``DatasetDict`` (or
+            iterable) object, a local folder (``save_to_disk``, Hub-layout, parquet or image folder), a ``.parquet``
+            file, a ``.csv`` / ``.jsonl`` / ``.json`` table of image paths and labels, a Hub id, or a benchmark
+            ``PREFIX:ROOT`` (``cub200:/data/CUB_200_2011``).
         split: keep only this split (or these splits); default all.
         image_column / label_column: use these columns instead of detecting them (for a table: the column of
             image paths).
@@ -125,11 +148,13 @@ def load_image_dataset(
         progress: show the verification progress bar (pass ``accelerator.is_main_process``).
 
     Returns:
-        ``DatasetDict`` of the kept splits, features ``{"image": Image(), "label": ClassLabel(names)}``.
+        ``DatasetDict`` of the kept splits, features ``{"image": Image(), "label": ClassLabel(names)}`` (and
+        ``target_cell`` when the source has it).
     """
     check_verification_options(verify_images, skip_bad_images)
     embedded = is_embedded_source(source)
-    dataset = load_fashion_mnist_subset() if embedded else _as_dataset_dict(source, revision, image_column)
+    dataset = (EMBEDDED_DATASETS[os.fspath(source or DEFAULT_DATASET_NAME)]() if embedded
+               else _as_dataset_dict(source, revision, image_column))
     dataset = _select_splits(dataset, split)
     dataset = _normalise_columns(dataset, image_column, label_column)
     dataset = _encode_labels(dataset)  # class errors first: they are cheap to find
@@ -146,8 +171,9 @@ def check_verification_options(verify_images: bool, skip_bad_images: bool) -> No
 
 
 def is_embedded_source(source: DatasetSource | None) -> bool:
-    """True for the data set shipped in the package (``None`` or its name): known good, never verified."""
-    return source is None or (isinstance(source, (str, os.PathLike)) and os.fspath(source) == EMBEDDED_DATASET_NAME)
+    """True for a data set shipped in the package (``None`` or a name of :data:`EMBEDDED_DATASETS`): known good,
+    never verified."""
+    return source is None or (isinstance(source, (str, os.PathLike)) and os.fspath(source) in EMBEDDED_DATASETS)
 
 
 def verify_dataset_images(dataset: DatasetDict, *, skip_bad_images: bool = False, progress: bool = True
@@ -244,13 +270,13 @@ def _load_source(source: str, revision: str | None, image_column: str | None) ->
     if path.is_file():
         raise ValueError(f"--dataset {source!r} is a {path.suffix or 'suffix-less'} file; expected a folder, a "
                          f".parquet file, a .csv / .jsonl / .json table of image paths and labels, a Hub id "
-                         f"org/name, or {EMBEDDED_DATASET_NAME!r}")
+                         f"org/name, or an embedded data set: {', '.join(EMBEDDED_DATASETS)}")
     if _HUB_ID.fullmatch(source):
         return _load_from_hub(source, revision)
     raise FileNotFoundError(f"--dataset {source!r}: no such file or folder. Give an existing folder, .parquet, .csv "
                             f"or .jsonl file, a Hub id of the form org/name, a benchmark folder as PREFIX:ROOT "
-                            f"(PREFIX one of {', '.join(DML_BENCHMARKS)}), or omit --dataset to use the embedded "
-                            f"{EMBEDDED_DATASET_NAME!r}")
+                            f"(PREFIX one of {', '.join(DML_BENCHMARKS)}), an embedded data set ("
+                            f"{', '.join(EMBEDDED_DATASETS)}), or omit --dataset to use {DEFAULT_DATASET_NAME!r}")
 
 
 def _load_image_table(path: Path, image_column: str | None) -> DatasetDict:
@@ -302,14 +328,17 @@ def _select_splits(dataset: DatasetDict, split: str | Sequence[str] | None) -> D
 
 
 def _normalise_columns(dataset: DatasetDict, image_column: str | None, label_column: str | None) -> DatasetDict:
-    """Keep the image and label columns only, renamed ``image`` / ``label``; image column cast to ``Image``."""
+    """Keep the image and label columns, renamed ``image`` / ``label`` (image column cast to ``Image``), and
+    ``target_cell`` when present; drop the others."""
     features = next(iter(dataset.values())).features
     image_name = _pick_column(features, image_column, Image, IMAGE_COLUMN_NAMES, "image")
     label_name = _pick_column(features, label_column, ClassLabel, LABEL_COLUMN_NAMES, "label")
     if image_name == label_name:
         raise ValueError(f"the image and label columns are the same column {image_name!r}; name them with "
                          "--image-column and --label-column")
-    dataset = dataset.select_columns([image_name, label_name])
+    kept = [TARGET_CELL_COLUMN] if TARGET_CELL_COLUMN in features and TARGET_CELL_COLUMN not in (
+        image_name, label_name) else []
+    dataset = dataset.select_columns([image_name, label_name, *kept])
     dataset = dataset.rename_columns({image_name: "__image__", label_name: "__label__"})  # no clash on swaps
     dataset = dataset.rename_columns({"__image__": IMAGE_COLUMN, "__label__": LABEL_COLUMN})
     if not isinstance(features[image_name], Image):

@@ -13,7 +13,11 @@ class with its training classes first — its ``train`` split holds exactly the 
 holds any of them, as the benchmark loaders of :mod:`gsp_hub.data.dml_benchmarks` return them — keeps its own
 training classes: the training half is 0..T-1 (SOP: 11,318 of 22,634 classes, not 11,317). The last
 ``validation_fraction`` of the training half (at least 2 classes, so that leave-one-out retrieval means something)
-are held out as validation classes, never trained on; the remaining classes (at least 2) are trained on. By default
+are held out as validation classes, never trained on; the remaining classes (at least 2) are trained on. A data set
+split by class that also has validation classes of its own — a ``validation`` (``valid``, ``val``) split holding
+exactly the next classes T..T+V-1 (at least 2), as the embedded Fashion-Collage does (train 0-4, validation 5-6,
+test 7-9) — keeps all three: its training classes all train, its validation classes validate (for any positive
+``validation_fraction``; 0 still means no validation) and the classes after them are the test classes. By default
 the rows of every split are pooled first, as CUB and Cars are used (their Hub copies come with a classification
 train/test split). ``train_splits`` / ``test_splits`` restrict where the rows come from (validation classes take
 their rows from ``train_splits``). Tiny ImageNet (``train`` 250 + ``valid`` 50 images per class): the pooled
@@ -126,8 +130,10 @@ def zero_shot_split(
     """Classes 0..C//2-1 are the training half (0..T-1 for a data set that comes split by class, see the module
     docstring), the others the test classes, rows pooled over the named splits (default all); the last
     ``validation_fraction`` of the training half (rounded up, at least 2 classes when positive) become validation
-    classes. 0 holds out none (no model selection). ``query_split`` / ``gallery_split``: the test classes' rows of
-    these two splits, queries first, replace ``test_splits``."""
+    classes. 0 holds out none (no model selection). A data set split by class that has its own validation classes
+    (a ``validation`` / ``valid`` / ``val`` split) validates on them instead, for any positive fraction, and tests
+    on the classes after them. ``query_split`` / ``gallery_split``: the test classes' rows of these two splits,
+    queries first, replace ``test_splits``."""
     num_classes = _num_classes(dataset)
     if num_classes < 4:
         raise ValueError(f"the zero-shot split needs at least 4 classes (2 to train, 2 to test); the data set has "
@@ -137,28 +143,37 @@ def zero_shot_split(
         raise ValueError(f"test_splits={test_splits!r} and query_split / gallery_split both name the test rows; "
                          "pass one or the other")
     boundary = _training_half(dataset, num_classes)
-    num_validation = _num_validation_classes(boundary, validation_fraction)
-    num_train = boundary - num_validation
+    own_validation = _own_validation_classes(dataset, boundary)
+    if own_validation is None:
+        num_validation = _num_validation_classes(boundary, validation_fraction)
+        num_train, first_test = boundary - num_validation, boundary
+    else:
+        validation_name, own_count = own_validation
+        num_validation = own_count if validation_fraction > 0 else 0
+        num_train, first_test = boundary, boundary + own_count
     train_names = _split_names(dataset, train_splits, "train_splits")
+    validation_names = train_names if own_validation is None else [validation_name]
     test_names = list(query_gallery) if query_gallery else _split_names(dataset, test_splits, "test_splits")
     train = _rows_of_classes(dataset, train_names, 0, num_train)
-    validation = _rows_of_classes(dataset, train_names, num_train, boundary) if num_validation else None
+    validation = (_rows_of_classes(dataset, validation_names, num_train, num_train + num_validation)
+                  if num_validation else None)
     if query_gallery:
-        queries, gallery = (_rows_of_classes(dataset, [name], boundary, num_classes) for name in query_gallery)
+        queries, gallery = (_rows_of_classes(dataset, [name], first_test, num_classes) for name in query_gallery)
         test, num_queries = concatenate_datasets([queries, gallery]), len(queries)
     else:
-        test, num_queries = _rows_of_classes(dataset, test_names, boundary, num_classes), 0
+        test, num_queries = _rows_of_classes(dataset, test_names, first_test, num_classes), 0
     names = _class_names(dataset)
-    train_ids, validation_ids, test_ids = range(num_train), range(num_train, boundary), range(boundary, num_classes)
+    train_ids, test_ids = range(num_train), range(first_test, num_classes)
+    validation_ids = range(num_train, num_train + num_validation)
     lines = [f"zero-shot: train {len(train)} rows of {_ids_text(train_ids)} from {'+'.join(train_names)}"
              f"{_names_text(train_ids, names)}"]
     if validation is not None:
         lines.append(f"validation {len(validation)} rows of {_ids_text(validation_ids)} from "
-                     f"{'+'.join(train_names)}{_names_text(validation_ids, names)}, choose the model")
+                     f"{'+'.join(validation_names)}{_names_text(validation_ids, names)}, choose the model")
     rows = _query_gallery_text(num_queries, len(test), query_gallery) if query_gallery else f"{len(test)} rows"
     source = "" if query_gallery else f" from {'+'.join(test_names)}"
     lines.append(f"test {rows} of {_ids_text(test_ids)}{source}{_names_text(test_ids, names)}, reported only")
-    return DatasetSplits(train, test, num_train, num_classes - boundary, "zero-shot", "; ".join(lines),
+    return DatasetSplits(train, test, num_train, num_classes - first_test, "zero-shot", "; ".join(lines),
                          validation, num_validation, names, num_queries)
 
 
@@ -238,6 +253,21 @@ def _training_half(dataset: DatasetDict, num_classes: int) -> int:
     own_split = count < num_classes and np.array_equal(train_classes, np.arange(count)) and all(
         _labels(rows).min(initial=count) >= count for name, rows in dataset.items() if name != "train")
     return count if own_split else num_classes // 2
+
+
+def _own_validation_classes(dataset: DatasetDict, num_train: int) -> tuple[str, int] | None:
+    """(split name, V) when ``dataset`` comes split by class with validation classes of its own: its ``train``
+    split holds exactly the classes 0..num_train-1 and its validation split (the first of validation, valid, val)
+    exactly the classes num_train..num_train+V-1 (at least 2), which no other split holds; else None."""
+    name = next((name for name in _VALIDATION_SPLIT_NAMES if name in dataset and name != "train"), None)
+    if name is None or "train" not in dataset or not np.array_equal(_labels(dataset["train"]), np.arange(num_train)):
+        return None
+    classes = _labels(dataset[name])
+    if len(classes) < MIN_RETRIEVAL_CLASSES or not np.array_equal(classes, num_train + np.arange(len(classes))):
+        return None
+    if any(np.isin(_labels(rows), classes).any() for other, rows in dataset.items() if other != name):
+        return None
+    return name, len(classes)
 
 
 def _query_gallery_names(dataset: DatasetDict, query_split: str | None,

@@ -5,6 +5,11 @@ metrics, the dataset they were measured on, the training recipe and the card opt
 that block plus timm's ``architecture`` / ``model_args`` / ``pretrained_cfg`` into a :class:`huggingface_hub.ModelCard`:
 YAML metadata whose ``model-index`` lists every known metric as an ``EvalResult`` (R@k, MAP@R, R-precision, ...), and
 a README body rendered from ``templates/model_card.md`` (details, results, usage snippets, recipe, BibTeX).
+
+Card options (``card_extra`` of :func:`gsp_hub.hub.save_pretrained`) may also put the model beside its baselines
+(``baselines``: name -> metrics on the same split; the card says in words whether the model beats each on both R@1
+and MAP@R, with the numbers), state how much pooling weight lies on a collage's label tile (``target_mass``) and show
+figures shipped in the export folder (``figures``: file + caption).
 """
 
 from __future__ import annotations
@@ -27,13 +32,16 @@ __all__ = [
     "CITATIONS",
     "DatasetRef",
     "MetricSpec",
+    "baseline_rows",
     "build_model_card",
     "detect_methods",
     "eval_results",
     "metric_spec",
 ]
 
-CARD_OPTIONS = ("base_model", "description", "license", "methods", "model_name", "recipe", "selected_by", "tags")
+CARD_OPTIONS = ("base_model", "baselines", "description", "figures", "license", "methods", "model_name", "recipe",
+                "selected_by", "tags", "target_mass")
+COMPARED_METRICS = ("recall@1", "map@r")  # the metrics on which the card compares a model with its baselines
 BASE_TAGS = ("gsp_hub", "timm", "metric-learning", "image-feature-extraction")
 _RECALL_KEY = re.compile(r"^recall@(\d+)$")
 
@@ -202,6 +210,26 @@ def detect_methods(pool: str | None, recipe: Mapping[str, Any] | None, explicit:
     return list(dict.fromkeys([*explicit, *(method for method in implied if method in CITATIONS)]))
 
 
+def baseline_rows(metrics: Mapping[str, float], baselines: Mapping[str, Mapping[str, float]]) -> list[dict[str, str]]:
+    """The card's comparison with each baseline that has the :data:`COMPARED_METRICS` (as the model must): the
+    baseline's values (%), the model's lead in points, and ``beats``: "yes" when the model is higher on every
+    compared metric, else "no"."""
+    if not all(key in metrics for key in COMPARED_METRICS):
+        return []
+    rows = []
+    for name, values in baselines.items():
+        if not all(key in values for key in COMPARED_METRICS):
+            continue
+        leads = [100 * (metrics[key] - values[key]) for key in COMPARED_METRICS]
+        rows.append({
+            "name": name,
+            "values": [f"{100 * values[key]:.2f}" for key in COMPARED_METRICS],
+            "leads": [f"{lead:+.2f}" for lead in leads],
+            "beats": "yes" if all(lead > 0 for lead in leads) else "no",
+        })
+    return rows
+
+
 def _model_reference(repo_id: str | None, location: str) -> dict[str, str]:
     """How each loader names the model: a Hub id when the export is for a repo, else its folder's name (the
     snippets run next to the folder; a card never names a local absolute path)."""
@@ -254,6 +282,7 @@ def build_model_card(config: Mapping[str, Any], location: str) -> ModelCard:
         eval_results=results or None,
     )
     recipe = options.get("recipe")
+    baselines = baseline_rows(metrics, options.get("baselines") or {})
     template = resources.files("gsp_hub.hub").joinpath("templates/model_card.md").read_text(encoding="utf-8")
     return ModelCard.from_template(
         card_data,
@@ -280,6 +309,12 @@ def build_model_card(config: Mapping[str, Any], location: str) -> ModelCard:
         reference=_model_reference(repo_id, location),
         recipe=yaml.safe_dump(recipe, sort_keys=False).strip() if recipe else "",
         selected_by=options.get("selected_by") or "",
+        split=dataset.split if dataset else "",
+        compared=[metric_spec(key).metric_name for key in COMPARED_METRICS],
+        model_values=[f"{100 * metrics[key]:.2f}" for key in COMPARED_METRICS] if baselines else [],
+        baselines=baselines,
+        target_mass=f"{options['target_mass']:.3f}" if options.get("target_mass") is not None else "",
+        figures=options.get("figures") or [],
         citations=[CITATIONS[method] for method in methods],
         gsp_hub_version=meta.get("version", "?"),
     )

@@ -111,7 +111,51 @@ def _checked_card_options(card_extra: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"card_extra['recipe'] must be a mapping (e.g. the training config), got {options['recipe']!r}."
         )
+    if "baselines" in options:
+        _check_baselines(options["baselines"])
+    if "target_mass" in options and not (isinstance(options["target_mass"], (int, float))
+                                         and 0.0 <= options["target_mass"] <= 1.0):
+        raise ValueError(f"card_extra['target_mass'] must be a fraction of the pooling weight in [0, 1], got "
+                         f"{options['target_mass']!r}.")
+    if "figures" in options and not (isinstance(options["figures"], list) and all(
+            isinstance(figure, dict) and set(figure) == {"file", "caption"}
+            and all(isinstance(value, str) for value in figure.values()) for figure in options["figures"])):
+        raise ValueError(f"card_extra['figures'] must be a list of {{'file': name, 'caption': text}} mappings, got "
+                         f"{options['figures']!r}.")
     return options
+
+
+def _check_baselines(baselines: Any) -> None:
+    """ValueError unless ``baselines`` maps names to metrics like the model's (fractions in [0, 1])."""
+    example = "{'raw pixels': {'recall@1': 0.51, 'map@r': 0.12}}"
+    if not isinstance(baselines, dict) or not all(isinstance(values, dict) for values in baselines.values()):
+        raise ValueError(f"card_extra['baselines'] must map a baseline's name to its metrics, e.g. {example}; got "
+                         f"{baselines!r}.")
+    for name, values in baselines.items():
+        try:
+            _checked_metrics(values)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"card_extra['baselines'][{name!r}]: {error}") from error
+
+
+def _check_figure_files(options: Mapping[str, Any], available: set[str], where: str) -> None:
+    """ValueError unless every figure the card shows is one of the ``available`` file names (``where`` says how)."""
+    missing = [figure["file"] for figure in options.get("figures", []) if figure["file"] not in available]
+    if missing:
+        raise ValueError(f"card_extra['figures'] names {missing}, which the export would not hold; {where}.")
+
+
+def _checked_files(files: Mapping[str, str | os.PathLike[str]]) -> dict[str, Path]:
+    """The extra files of an export by name: plain file names other than the export's own, of existing files."""
+    checked = {}
+    for name, source in files.items():
+        if not isinstance(name, str) or Path(name).name != name or name in (CONFIG_NAME, WEIGHTS_NAME, README_NAME):
+            raise ValueError(f"files: {name!r} is not a file name an export can take; use plain names such as "
+                             f"'figure.png', not paths or {CONFIG_NAME} / {WEIGHTS_NAME} / {README_NAME}.")
+        if not Path(source).is_file():
+            raise FileNotFoundError(f"files[{name!r}]: {source} is not a file.")
+        checked[name] = Path(source)
+    return checked
 
 
 def _check_model(model: nn.Module) -> None:
@@ -210,6 +254,7 @@ def save_pretrained(
     card_extra: Mapping[str, Any] | None = None,
     repo_id: str | None = None,
     data_config: Mapping[str, Any] | None = None,
+    files: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> Path:
     """Write ``model`` as a Hub folder (config.json, model.safetensors, README.md) that replaces ``directory``.
 
@@ -219,20 +264,27 @@ def save_pretrained(
         metrics: metric values in [0, 1] by gsp_hub key (``recall@1``, ``map@r``, ``r_precision``, ...).
         dataset: where the metrics were measured: a Hub id, ``{'id', 'split', 'name', 'config'}`` or DatasetRef.
         card_extra: card options: ``license``, ``base_model``, ``description``, ``model_name``, ``tags``,
-            ``methods`` (citation keys, see card.CITATIONS), ``recipe`` (the training config, a mapping/dataclass).
+            ``methods`` (citation keys, see card.CITATIONS), ``recipe`` (the training config, a mapping/dataclass),
+            ``baselines`` (name -> metrics on the same split, e.g. raw pixels, the untrained model),
+            ``target_mass`` (mean pooling weight on a collage's label tile), ``figures`` (``[{"file", "caption"}]``,
+            files given in ``files``).
         repo_id: the Hub id ``org/name`` the export is meant for (used by the card's usage snippets).
         data_config: preprocessing the weights were trained for (e.g. ``{'input_size': (3, 128, 128)}``);
             defaults to the model's ``pretrained_cfg``.
+        files: extra files copied into the export, by file name -> source path (e.g. the card's figures).
 
     Returns:
         The absolute export folder.
     """
     _check_model(model)
+    options = _checked_card_options(card_extra or {})
+    extra_files = _checked_files(files or {})
+    _check_figure_files(options, set(extra_files), "pass each figure in files={name: path}")
     metadata = _metadata(
         _model_facts(model),
         _checked_metrics(metrics or {}),
         DatasetRef.coerce(dataset) if dataset is not None else None,
-        _checked_card_options(card_extra or {}),
+        options,
         check_repo_id(repo_id) if repo_id is not None else None,
     )
     target = _checked_target(directory)
@@ -242,6 +294,8 @@ def save_pretrained(
         config = json.loads((staging / CONFIG_NAME).read_text(encoding="utf-8"))
         config[METADATA_KEY] = {**metadata, "weights_sha256": file_sha256(staging / WEIGHTS_NAME)}
         _write_config_and_card(staging, config, target)
+        for name, source in extra_files.items():
+            shutil.copyfile(source, staging / name)
     return target
 
 
@@ -268,12 +322,14 @@ def update_card(
     old: dict[str, Any] = dict(config.get(METADATA_KEY) or {})
     options = {**(old.get("card") or {}), "methods": old.get("methods", [])}
     options.update(card_extra or {})
+    checked_options = _checked_card_options(options)
+    _check_figure_files(checked_options, {p.name for p in folder.iterdir()}, f"put it into {folder} first")
     new_dataset = dataset if dataset is not None else old.get("dataset")
     metadata = _metadata(
         old,
         _checked_metrics(metrics if metrics is not None else old.get("metrics") or {}),
         DatasetRef.coerce(new_dataset) if new_dataset else None,
-        _checked_card_options(options),
+        checked_options,
         check_repo_id(repo_id) if repo_id is not None else old.get("repo_id"),
     )
     metadata["weights_sha256"] = old.get("weights_sha256") or file_sha256(folder / WEIGHTS_NAME)

@@ -3,8 +3,9 @@
 Layout of a run folder::
 
     <output_dir>/
-      model/               best model by MAP@R, Hub format (config.json, model.safetensors, README.md)
-      metrics.json         best, last and initial metrics and the per-evaluation history
+      model/               best model by MAP@R, Hub format (config.json, model.safetensors, README.md; a GSP model's
+                           card also shows transport_map_*.png, its pooling weights on test images)
+      metrics.json         best, last and initial metrics, the per-evaluation history and the raw-pixel baseline
       train_config.yaml    the resolved TrainConfig
       checkpoints/         accelerate save_state folders (checkpoint_<i>), for --resume
       logs/                tensorboard event files
@@ -36,12 +37,16 @@ def export_model(
     recipe: Mapping[str, Any],
     data_config: Mapping[str, Any],
     selected_by: str | None = None,
+    card: Mapping[str, Any] | None = None,
+    files: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> Path:
     """Write ``model`` (an unwrapped timm model) as a Hub folder replacing ``directory`` atomically.
 
     The folder loads with ``gsp_hub.hub.from_pretrained(directory)`` and ``timm.create_model('local-dir:...')``;
     ``data_config`` (input size, mean, std, interpolation, crop) becomes its ``pretrained_cfg`` preprocessing;
-    ``selected_by`` (how the checkpoint was chosen, e.g. by a validation metric) is stated on the card.
+    ``selected_by`` (how the checkpoint was chosen, e.g. by a validation metric) is stated on the card; ``card``
+    adds card options (``baselines``, ``target_mass``, ``figures``, ... of :func:`gsp_hub.hub.save_pretrained`) and
+    ``files`` the files they name (file name -> path).
     """
     from gsp_hub.hub import save_pretrained
 
@@ -50,7 +55,8 @@ def export_model(
         directory,
         metrics=metrics,
         dataset=dataset,
-        card_extra={"recipe": dict(recipe), **({"selected_by": selected_by} if selected_by else {})},
+        card_extra={"recipe": dict(recipe), **({"selected_by": selected_by} if selected_by else {}), **(card or {})},
         data_config={key: data_config[key] for key in ("input_size", "interpolation", "mean", "std", "crop_pct",
                                                         "crop_mode") if key in data_config},
+        files=files,
     )

@@ -17,25 +17,37 @@ from tqdm.auto import tqdm
 
 from gsp_hub.metrics import retrieval_metrics
 
-__all__ = ["embed_split", "predict", "retrieval_evaluation", "split_retrieval_metrics"]
+__all__ = ["embed_split", "gather_outputs", "predict", "retrieval_evaluation", "split_retrieval_metrics"]
 
 
 @torch.no_grad()
-def embed_split(network: nn.Module, loader: DataLoader, accelerator: Accelerator,
-                *, channels_last: bool = False, description: str = "embed") -> tuple[Tensor, Tensor]:
-    """Embeddings (N, D) and labels (N,) of a prepared evaluation loader, gathered from every process; the network
-    returns embeddings (B, D) or a tuple starting with them."""
+def gather_outputs(network: nn.Module, loader: DataLoader, accelerator: Accelerator, *, count: int = 1,
+                   channels_last: bool = False, description: str = "embed") -> tuple[list[Tensor], Tensor]:
+    """The first ``count`` outputs of ``network`` over a prepared evaluation loader, gathered from every process:
+    the network returns a tensor (B, ...) or a tuple starting with ``count`` tensors. Returns each output for the
+    whole split, (N, ...) float32, and the labels (N,)."""
     network.eval()
-    embeddings, labels = [], []
+    outputs: list[list[Tensor]] = [[] for _ in range(count)]
+    labels = []
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     for images, batch_labels in tqdm(loader, desc=description, leave=False,
                                      disable=not accelerator.is_local_main_process):
         output = network(images.to(memory_format=memory_format))
-        batch_embeddings = output[0] if isinstance(output, tuple) else output
-        batch_embeddings, batch_labels = accelerator.gather_for_metrics((batch_embeddings.float(), batch_labels))
-        embeddings.append(batch_embeddings.cpu())
+        wanted = (output if isinstance(output, tuple) else (output,))[:count]
+        *wanted, batch_labels = accelerator.gather_for_metrics((*(value.float() for value in wanted), batch_labels))
+        for column, value in zip(outputs, wanted, strict=True):
+            column.append(value.cpu())
         labels.append(batch_labels.cpu())
-    return torch.cat(embeddings), torch.cat(labels)
+    return [torch.cat(column) for column in outputs], torch.cat(labels)
+
+
+def embed_split(network: nn.Module, loader: DataLoader, accelerator: Accelerator,
+                *, channels_last: bool = False, description: str = "embed") -> tuple[Tensor, Tensor]:
+    """Embeddings (N, D) and labels (N,) of a prepared evaluation loader, gathered from every process; the network
+    returns embeddings (B, D) or a tuple starting with them."""
+    (embeddings,), labels = gather_outputs(network, loader, accelerator, channels_last=channels_last,
+                                           description=description)
+    return embeddings, labels
 
 
 def split_retrieval_metrics(embeddings: Tensor, labels: Tensor, num_queries: int = 0) -> dict[str, float]:

@@ -7,28 +7,43 @@ needs prototype attributes or the pool picks its prototypes from the loss's prox
 CCP's projection schedule (:mod:`gsp_hub.train.ccp_callback`) for ``--loss ccp``.
 Evaluation: leave-one-out retrieval metrics (:func:`gsp_hub.metrics.retrieval_metrics`) of the validation split,
 which chooses, and of the test split, which is reported (with ``query_split`` / ``gallery_split``: its queries
-searching its gallery, the In-shop protocol).
+searching its gallery, the In-shop protocol); on collages (a ``target_cell`` column) with a pooling that has location
+weights, also the pooling weight on the label tile (``target_mass``, :mod:`gsp_hub.train.baselines`). With
+``eval_at_start`` the run also measures raw-pixel nearest neighbours on both splits (``baselines`` in
+``metrics.json``); the exported model's card compares it with them and with the untrained model, and for a GSP
+model shows its pooling weights on test images (``gsp-hub explain heatmap`` figures).
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import timm
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from datasets import Dataset
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 import gsp_hub.models  # noqa: F401  (registers the gsp_hub architectures with timm)
-from gsp_hub.data import DatasetSplits
+from gsp_hub.data import IMAGE_COLUMN, LABEL_COLUMN, TARGET_CELL_COLUMN, DatasetSplits
+from gsp_hub.layers import GSP
 from gsp_hub.losses import CCPLoss, GSPLoss, LossTerms, XMLLoss, ZeroShotRegularizer, create_loss
 from gsp_hub.models.registry import accepts_output_stride, backbone_of, unknown_model_error
 from gsp_hub.train.artifacts import export_model
+from gsp_hub.train.baselines import (
+    TARGET_MASS_KEY,
+    raw_pixel_metrics,
+    raw_pixel_size,
+    reports_target_mass,
+    retrieval_and_target_mass,
+)
 from gsp_hub.train.callbacks import BatchOutputs, Callback, PrototypeInitCallback, needs_prototype_init
 from gsp_hub.train.ccp_callback import create_ccp_callback
 from gsp_hub.train.config import DEFAULT_OUTPUT_STRIDE, TrainConfig, describe_dataset
@@ -36,7 +51,7 @@ from gsp_hub.train.data import RunData, load_dataset_splits, load_run_data, trai
 from gsp_hub.train.distributed import gather_with_grad
 from gsp_hub.train.engine import Task, Trainer, TrainingStep
 from gsp_hub.train.evaluation import retrieval_evaluation
-from gsp_hub.train.state import Stateful
+from gsp_hub.train.state import RunState, Stateful
 
 __all__ = [
     "EmbeddingsAndAttributes",
@@ -51,9 +66,11 @@ __all__ = [
     "loss_class_weights",
     "loss_log_values",
     "train",
+    "transport_map_figures",
 ]
 
 logger = get_logger(__name__)  # logs on the main process only
+_CELL_NAMES = ("top left", "top right", "bottom left", "bottom right")  # collage cells 0-3, row-major
 
 
 class EmbeddingsAndAttributes(nn.Module):
@@ -196,8 +213,10 @@ def compute_loss(
 
 
 def describe_retrieval_metrics(metrics: Mapping[str, float]) -> str:
-    """The headline retrieval metrics as a log-line fragment: ``"R@1 0.6120, MAP@R 0.2034"``."""
-    return f"R@1 {metrics['recall@1']:.4f}, MAP@R {metrics['map@r']:.4f}"
+    """The headline retrieval metrics as a log-line fragment: ``"R@1 0.6120, MAP@R 0.2034"`` (and the target-cell
+    mass when measured: ``", target-cell mass 0.312"``)."""
+    text = f"R@1 {metrics['recall@1']:.4f}, MAP@R {metrics['map@r']:.4f}"
+    return text if TARGET_MASS_KEY not in metrics else f"{text}, target-cell mass {metrics[TARGET_MASS_KEY]:.3f}"
 
 
 def loss_log_values(terms: LossTerms) -> dict[str, float]:
@@ -284,13 +303,35 @@ class MetricLearningTask(Task):
 
     def evaluate(self, network: nn.Module, loader: DataLoader, accelerator: Accelerator) -> dict[str, float]:
         """Leave-one-out retrieval metrics, except on the test split of a query/gallery run (its first
-        ``num_test_queries`` rows, the queries, search the others)."""
-        num_queries = self.splits.num_test_queries if loader.dataset is self.test_data else 0
+        ``num_test_queries`` rows, the queries, search the others); on collages also the target-cell mass."""
+        testing = loader.dataset is self.test_data
+        rows = self.splits.test if testing else self.splits.validation
+        num_queries = self.splits.num_test_queries if testing else 0
+        if reports_target_mass(self.model, rows):
+            target_cells = torch.as_tensor(np.asarray(rows[TARGET_CELL_COLUMN]))
+            return retrieval_and_target_mass(self.model, loader, accelerator, target_cells,
+                                             channels_last=self.config.channels_last, num_queries=num_queries)
         return retrieval_evaluation(network, loader, accelerator, channels_last=self.config.channels_last,
                                     num_queries=num_queries)
 
     def describe_metrics(self, metrics: Mapping[str, float]) -> str:
         return describe_retrieval_metrics(metrics)
+
+    def on_prepared(self, trainer: Trainer) -> None:
+        """Keep the run state (its ``initial`` evaluation is the card's untrained baseline); with ``eval_at_start``
+        measure raw-pixel nearest neighbours on the test and validation splits."""
+        self.run_state: RunState = trainer.state
+        self.raw_pixels: dict[str, Any] = {}
+        if not self.config.eval_at_start:
+            return
+        splits, size = self.splits, raw_pixel_size(self.data.data_config["input_size"])
+        self.raw_pixels = {"size": list(size), "test": raw_pixel_metrics(splits.test, size, splits.num_test_queries)}
+        if splits.validation is not None:
+            self.raw_pixels["validation"] = raw_pixel_metrics(splits.validation, size)
+        logger.info("raw-pixel nearest neighbours (%dx%d, centred, cosine): test %s%s", *size,
+                    describe_retrieval_metrics(self.raw_pixels["test"]),
+                    f"; validation {describe_retrieval_metrics(self.raw_pixels['validation'])}"
+                    if splits.validation is not None else "")
 
     def describe(self) -> str:
         config, model = self.config, self.model
@@ -303,11 +344,63 @@ class MetricLearningTask(Task):
         test_classes = (f"test classes {first_test}-{first_test + splits.num_test_classes - 1}"
                         if splits.protocol == "zero-shot" else "test split")
         dataset = describe_dataset(self.config.dataset)
-        return export_model(
-            self.model, directory, metrics=metrics,
-            dataset={"id": dataset, "split": "test", "name": f"{dataset} ({test_classes})"},
-            recipe=self.config.to_dict(), data_config=self.data.data_config, selected_by=selected_by,
-        )
+        card: dict[str, Any] = {"baselines": self.card_baselines(metrics)}
+        if TARGET_MASS_KEY in metrics:
+            card["target_mass"] = metrics[TARGET_MASS_KEY]
+        with tempfile.TemporaryDirectory() as scratch:
+            files: dict[str, Path] = {}
+            if isinstance(getattr(self.model, "pool", None), GSP):
+                card["figures"] = transport_map_figures(self.model, splits.test, Path(scratch),
+                                                        self.data.data_config["input_size"][-1])
+                files = {figure["file"]: Path(scratch) / figure["file"] for figure in card["figures"]}
+            return export_model(
+                self.model, directory, metrics=metrics,
+                dataset={"id": dataset, "split": "test", "name": f"{dataset} ({test_classes})"},
+                recipe=self.config.to_dict(), data_config=self.data.data_config, selected_by=selected_by,
+                card=card, files=files,
+            )
+
+    def card_baselines(self, metrics: Mapping[str, float]) -> dict[str, dict[str, float]]:
+        """The card's baselines on the test split: raw-pixel nearest neighbours and the untrained model (when the run
+        measured them), as metrics with the keys of ``metrics``."""
+        baselines = {}
+        if "test" in self.raw_pixels:
+            height, width = self.raw_pixels["size"]
+            baselines[f"raw-pixel nearest neighbours ({height}x{width})"] = self.raw_pixels["test"]
+        if self.run_state.initial is not None:
+            baselines["the untrained model"] = {key: value for key, value in self.run_state.initial.items()
+                                                if key in metrics}
+        return baselines
+
+    def summary(self) -> dict[str, Any]:
+        """``baselines``: the raw-pixel nearest neighbours of the test and validation splits (with
+        ``eval_at_start``; the untrained model is the summary's ``initial``)."""
+        return {"baselines": {"raw_pixels": self.raw_pixels}} if self.raw_pixels else {}
+
+
+def transport_map_figures(model: nn.Module, rows: Dataset, folder: Path, input_size: int) -> list[dict[str, str]]:
+    """Draw a GSP model's pooling weights on test images (``gsp-hub explain heatmap`` figures) into ``folder`` for its
+    card: on collages the first image with the label tile in each cell, else the first image. Returns the card's
+    ``figures`` entries, ``[{"file": "transport_map_<row>.png", "caption": ...}]``."""
+    from gsp_hub.viz import explain_images  # matplotlib: only when a figure is drawn
+
+    collages = TARGET_CELL_COLUMN in rows.column_names
+    if collages:
+        cells = np.asarray(rows[TARGET_CELL_COLUMN])
+        picks = [int(np.flatnonzero(cells == cell)[0]) for cell in np.unique(cells)]
+    else:
+        picks = [0]
+    examples = [rows[row] for row in picks]
+    names = rows.features[LABEL_COLUMN].names
+    figures = []
+    for row, example in zip(picks, examples, strict=True):
+        where = f", label tile {_CELL_NAMES[example[TARGET_CELL_COLUMN]]}" if collages else ""
+        figures.append({"file": f"transport_map_{row}.png", "caption": (
+            f"Test image {row} ({names[example[LABEL_COLUMN]]}{where}): the input, the GSP pooling weight of each "
+            "feature-map location (1 = uniform), the prototype it is transported to.")})
+    explain_images(model, [example[IMAGE_COLUMN] for example in examples],
+                   [folder / figure["file"] for figure in figures], input_size=input_size)
+    return figures
 
 
 def train(config: TrainConfig, callbacks: Iterable[Callback] = ()) -> dict[str, Any]:

@@ -56,7 +56,7 @@ def _heatmap(args: argparse.Namespace) -> int:
 
 
 def _retrieval(args: argparse.Namespace) -> int:
-    from gsp_hub.data import EMBEDDED_DATASET_NAME, load_image_dataset, make_splits
+    from gsp_hub.data import DEFAULT_DATASET_NAME, load_image_dataset, make_splits
     from gsp_hub.viz.png import check_png_path
     from gsp_hub.viz.retrieval import leave_one_out_rows
     from gsp_hub.viz.retrieval_grid import plot_retrieval_rows
@@ -78,7 +78,7 @@ def _retrieval(args: argparse.Namespace) -> int:
     examples = leave_one_out_rows(model, rows, num_queries=args.num_queries, k=args.k, seed=args.seed,
                                   input_size=args.img_size or None, batch_size=args.batch_size,
                                   progress=not args.no_progress)
-    name = args.dataset or EMBEDDED_DATASET_NAME
+    name = args.dataset or DEFAULT_DATASET_NAME
     plot_retrieval_rows(examples, out, title=f"{args.model} on {name} ({args.split} split, {len(rows)} images): "
                         f"top-{args.k} neighbours, green = same label (hit), red = miss")
     hits = sum(label == row.query_label for row in examples for label in row.labels)

@@ -67,9 +67,8 @@ def write_parquet(path: Path, columns: dict[str, list], features: dict | None = 
 
 # --- embedded default -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("source", [None, "fashion-mnist-subset"])
-def test_embedded_default_is_a_real_balanced_dataset(source):
-    dataset = load_image_dataset(source)
+def test_embedded_fashion_mnist_subset_is_a_real_balanced_dataset():
+    dataset = load_image_dataset("fashion-mnist-subset")
     assert {name: len(ds) for name, ds in dataset.items()} == {"train": 6000, "test": 1000}
     features = dataset["train"].features
     assert isinstance(features["image"], Image)
@@ -237,7 +236,7 @@ def test_fewer_than_two_classes_and_unlabelled_rows(tmp_path):
 
 def test_unknown_split():
     with pytest.raises(ValueError, match=r"unknown split\(s\) \['valid'\]; the data set has \['train', 'test'\]"):
-        load_image_dataset(split="valid")
+        load_image_dataset("fashion-mnist-subset", split="valid")
 
 
 # --- undecodable images -----------------------------------------------------------------------------------------
@@ -282,7 +281,7 @@ def test_unverified_corrupt_image_fails_in_the_transform_naming_the_file(tmp_pat
 
 @pytest.fixture(scope="module")
 def fmnist():
-    return load_image_dataset()
+    return load_image_dataset("fashion-mnist-subset")
 
 
 def test_zero_shot_split_pools_all_splits_and_separates_classes(fmnist):
@@ -307,7 +306,7 @@ def test_own_splits_and_dispatch(fmnist):
     splits = make_splits(fmnist, "own")
     assert (len(splits.train), len(splits.test), splits.num_classes, splits.protocol) == (6000, 1000, 10, "own")
     with pytest.raises(ValueError, match="no test split"):
-        own_splits(load_image_dataset(split="train"))
+        own_splits(load_image_dataset("fashion-mnist-subset", split="train"))
     with pytest.raises(ValueError, match="split protocol 'random' is unknown"):
         make_splits(fmnist, "random")
 

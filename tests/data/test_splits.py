@@ -11,7 +11,7 @@ from gsp_hub.data import describe_classes, load_image_dataset, own_splits, zero_
 
 @pytest.fixture(scope="module")
 def fmnist() -> DatasetDict:
-    return load_image_dataset(verify_images=False)
+    return load_image_dataset("fashion-mnist-subset", verify_images=False)
 
 
 def labels_only(num_classes: int, per_class: int, splits: tuple[str, ...] = ("train",)) -> DatasetDict:
@@ -68,6 +68,25 @@ def test_zero_shot_keeps_the_training_classes_of_a_data_set_split_by_class():
     for classes in ({"train": [0, 1, 2, 3, 4, 5], "test": [5, 6, 7, 8, 9]}, {"train": [0, 1, 2, 3, 4, 9],
                                                                                "test": [5, 6, 7, 8]}):
         assert zero_shot_split(split_by_class(classes, 10)).num_classes == 5
+
+
+def test_zero_shot_keeps_the_own_validation_classes_of_a_data_set_split_by_class():
+    dataset = split_by_class({"train": [0, 1, 2, 3], "validation": [4, 5], "test": [6, 7, 8, 9]}, 10)
+    splits = zero_shot_split(dataset, validation_fraction=0.1)  # any positive fraction: the data set's own classes
+    assert (label_set(splits.train), label_set(splits.validation), label_set(splits.test)) == (
+        {0, 1, 2, 3}, {4, 5}, {6, 7, 8, 9})
+    assert (splits.num_classes, splits.num_validation_classes, splits.num_test_classes) == (4, 2, 4)
+    assert "validation 6 rows of classes 4-5 from validation" in splits.summary
+    unselected = zero_shot_split(dataset)  # 0: no validation, and its classes are not tested either
+    assert unselected.validation is None and label_set(unselected.test) == {6, 7, 8, 9}
+    # Not validation classes of its own (a single class, not right after the training classes, or shared with the
+    # test split): the last training classes validate, as before, and every other class is tested.
+    for classes in ([4], [5, 6], [4, 5]):
+        others = sorted(set(range(4, 10)) - set(classes)) + ([5] if classes == [4, 5] else [])
+        splits = zero_shot_split(split_by_class({"train": [0, 1, 2, 3], "validation": classes, "test": others}, 10),
+                                 validation_fraction=0.1)
+        assert (label_set(splits.train), label_set(splits.validation), label_set(splits.test)) == (
+            {0, 1}, {2, 3}, set(range(4, 10))), classes
 
 
 def test_query_gallery_test_rows_in_both_protocols():

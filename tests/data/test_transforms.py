@@ -28,7 +28,7 @@ HALF = (0.5, 0.5, 0.5)
 
 @pytest.fixture(scope="module")
 def fmnist_test():
-    return load_image_dataset(split="test")["test"]
+    return load_image_dataset("fashion-mnist-subset", split="test")["test"]
 
 
 def test_config_comes_from_the_model_and_overrides_win():

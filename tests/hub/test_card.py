@@ -13,8 +13,8 @@ import timm
 from hub_fixtures import BACKBONE, DATASET, METRICS, REPO_ID, build_hf_cache
 from huggingface_hub import ModelCard
 
-from gsp_hub.hub import CITATIONS, save_pretrained
-from gsp_hub.hub.card import DatasetRef, detect_methods, eval_results, metric_spec
+from gsp_hub.hub import CITATIONS, save_pretrained, update_card
+from gsp_hub.hub.card import DatasetRef, baseline_rows, detect_methods, eval_results, metric_spec
 
 
 def test_card_metadata_round_trips_through_huggingface_hub(export_dir: Path) -> None:
@@ -100,3 +100,36 @@ def test_metric_keys_map_to_card_entries() -> None:
     assert metric_spec("map@r").metric_type == "map_at_r" and metric_spec("loss") is None
     results = eval_results({"loss": 1.2, "r_precision": 0.3}, DatasetRef("cub", split="test"))
     assert [(r.metric_name, r.metric_value) for r in results] == [("R-Precision", 0.3)]
+
+
+def test_card_compares_with_baselines_in_words_and_shows_its_figures(tmp_path: Path) -> None:
+    model = timm.create_model("metric_net", backbone=BACKBONE, pool="gsp", embed_dim=8)
+    figure = tmp_path / "drawn.png"
+    figure.write_bytes(b"\x89PNG\r\n\x1a\n a figure")
+    baselines = {"raw pixels": {"recall@1": 0.511, "map@r": 0.115, "r_precision": 0.2},
+                 "the untrained model": {"recall@1": 0.6, "map@r": 0.2},
+                 "a classifier": {"top1": 0.9}}  # nothing to compare with: left out
+    folder = save_pretrained(
+        model, tmp_path / "export", metrics={"recall@1": 0.55, "map@r": 0.25}, dataset=DatasetRef("collage"),
+        card_extra={"baselines": baselines, "target_mass": 0.4312,
+                    "figures": [{"file": "map.png", "caption": "Where the model pools."}]},
+        files={"map.png": figure})
+    text = (folder / "README.md").read_text()
+    assert "| | R@1 (%) | MAP@R (%) |\n|---|---|---|\n| this model | 55.00 | 25.00 |\n" in text
+    assert "| raw pixels | 51.10 | 11.50 |\n| the untrained model | 60.00 | 20.00 |\n" in text
+    assert "- Beats raw pixels: **yes** (R@1 +3.90, MAP@R +13.50 points)." in text
+    assert "- Beats the untrained model: **no** (R@1 -5.00, MAP@R +5.00 points)." in text
+    assert "a classifier" not in text
+    assert "on average **0.431** of each test image's pooling weight lies" in text
+    assert "Where the model pools.\n\n![map.png](map.png)" in text
+    assert (folder / "map.png").read_bytes() == figure.read_bytes()
+    update_card(folder, card_extra={"license": "mit"})  # the figure stays, and so does the card's comparison
+    assert (folder / "map.png").is_file() and "![map.png](map.png)" in (folder / "README.md").read_text()
+    with pytest.raises(ValueError, match=r"names \['other.png'\], which the export would not hold; put it into"):
+        update_card(folder, card_extra={"figures": [{"file": "other.png", "caption": "?"}]})
+
+
+def test_baseline_rows_need_the_compared_metrics_on_both_sides() -> None:
+    assert baseline_rows({"recall@1": 0.5}, {"raw pixels": {"recall@1": 0.4, "map@r": 0.1}}) == []
+    (row,) = baseline_rows({"recall@1": 0.5, "map@r": 0.2}, {"tie": {"recall@1": 0.5, "map@r": 0.1}})
+    assert (row["beats"], row["leads"]) == ("no", ["+0.00", "+10.00"])  # a tie is not a win

@@ -137,8 +137,20 @@ def test_load_weights_checks_every_shape_before_copying(export_dir: Path) -> Non
         (dict(card_extra={"recipe": {"sampler": object()}}), ValueError, "must be JSON-serialisable"),
         (dict(card_extra={"methods": ["magic"]}), ValueError, r"unknown method\(s\) \['magic'\]"),
         (dict(repo_id="no-namespace"), ValueError, "'org/name'"),
+        (dict(card_extra={"baselines": {"raw pixels": {"recall@1": 51.1}}}), ValueError,
+         r"card_extra\['baselines'\]\['raw pixels'\]: metrics\['recall@1'\] = 51.1: card metrics are fractions"),
+        (dict(card_extra={"baselines": [0.5]}), ValueError, r"must map a baseline's name to its metrics"),
+        (dict(card_extra={"target_mass": 1.5}), ValueError, r"target_mass'\] must be a fraction"),
+        (dict(card_extra={"figures": [{"file": "map.png"}]}), ValueError, r"figures'\] must be a list of"),
+        (dict(card_extra={"figures": [{"file": "map.png", "caption": "a map"}]}), ValueError,
+         r"names \['map.png'\], which the export would not hold; pass each figure in files="),
+        (dict(files={"../map.png": __file__}), ValueError, r"'../map.png' is not a file name an export can take"),
+        (dict(files={"README.md": __file__}), ValueError, r"'README.md' is not a file name an export can take"),
+        (dict(files={"map.png": "no/such/file.png"}), FileNotFoundError, r"files\['map.png'\]: no/such/file.png"),
     ],
-    ids=["percent", "nan", "text", "no-dataset", "dataset-no-id", "card-key", "recipe-object", "method", "repo-id"],
+    ids=["percent", "nan", "text", "no-dataset", "dataset-no-id", "card-key", "recipe-object", "method", "repo-id",
+         "baseline-percent", "baselines-list", "target-mass", "figure-keys", "figure-missing", "file-path",
+         "file-reserved", "file-absent"],
 )
 def test_bad_export_arguments_fail_before_writing(
     kwargs: dict, error: type[Exception], message: str, trained_model: torch.nn.Module, tmp_path: Path

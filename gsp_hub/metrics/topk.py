@@ -139,7 +139,7 @@ def blocked_topk(
     screen, reason = _choose_screening(bf16_screening, queries, gallery, width, distance, leave_one_out)
     block = chunk_size or (SCREENING_BLOCK_SIZE if screen else block_size(
         len(queries), len(gallery), queries.shape[1], queries.dtype))
-    kernel = "bf16 screening + float32 re-scoring" if screen else f"exact {str(queries.dtype).removeprefix('torch.')}"
+    kernel = "bf16 screening + float32 re-scoring" if screen else f"{str(queries.dtype).removeprefix('torch.')} search"
     schedule = "leave-one-out, symmetric blocks" if leave_one_out else "query/gallery"
     logger.debug("k-NN search: %s queries x %s items (%s), k=%d, %s on %s: %s in blocks of %d (%s)",
                  f"{len(queries):,}", f"{len(gallery):,}", schedule, k, distance, queries.device, kernel, block, reason)
@@ -163,8 +163,8 @@ def blocked_topk(
             uncertified.append(rows.start + (~bf16.certifies(rows, approximate)).nonzero().squeeze(1))
         # queries whose list is not certified are searched again in float32, all in one pass over the gallery
         uncertified = torch.cat(uncertified)
-        logger.debug("bf16 screening: %d of %d queries not certified, searched again in float32",
-                     len(uncertified), len(queries))
+        logger.debug("bf16 screening: %s of %s queries not certified, searched again in float32",
+                     f"{len(uncertified):,}", f"{len(queries):,}")
         if len(uncertified):
             all_indices = torch.cat([indices for _, indices in blocks])
             all_indices[uncertified] = _exact_topk_of_rows(queries, gallery, uncertified, k, distance,

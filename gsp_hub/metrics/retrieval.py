@@ -9,7 +9,7 @@ in float32, with a certificate that the result is the exact float32 ranking (``b
 as on AVX2-only CPUs, the float32 search runs alone, and ``bf16_screening=False`` forces that anywhere). The same
 code runs on CUDA tensors, and a gallery larger than memory can be passed as a float32 ``numpy.memmap``
 (``np.load(path, mmap_mode='r')``, with ``bf16_screening=False``, which would copy it to bf16): it is read one block
-of rows at a time.
+of rows at a time, in a single sweep while the running lists of all queries fit in 64 MiB.
 
 Definitions, for a query q with label y_q and its gallery neighbours ranked best first:
 

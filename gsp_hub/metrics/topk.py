@@ -6,7 +6,9 @@ page faults per block). The exact search takes the largest block whose working s
 (:func:`block_size`; 3,456 for 512-d float32: 48 MB of scores), so that the products are large enough to run at the
 BLAS peak and the costs paid once per block (list merges, Python) are spread over many scores. The screened search
 keeps ``SCREENING_BLOCK_SIZE`` = 2,048, measured fastest for bf16 blocks. ``chunk_size`` overrides both. A gallery
-larger than memory (a float32 ``numpy.memmap``) is read one block of rows at a time.
+larger than memory (a float32 ``numpy.memmap``) is read one block of rows at a time, in a single sweep while the
+running lists of all queries fit in 64 MiB (760,000 queries at k = 11; the outer loop then runs over the gallery's
+blocks), after one pass over it for its norms.
 
 **Running lists.** Every query keeps a running list of its k best (score, gallery index) pairs under the strict order
 "higher score first, then lower index". A block proposes, per query, either its own first k under that order (while
@@ -426,18 +428,20 @@ def _running_topk(
     valid until its next call. ``floor(owners, lists)`` raises what a score must reach to enter the full lists of
     ``owners`` above their last entry (default: the last entry itself).
 
-    ``exclude`` (Q,) names the gallery item each query must skip (itself, in leave-one-out mode). ``symmetric``
-    (queries = gallery) scores each block above the diagonal once for both its rows and its columns; it keeps the
-    lists of all queries at once, so it is used only while they fit in ``_LIST_BUDGET_BYTES`` or one score block.
+    ``exclude`` (Q,) names the gallery item each query must skip (itself, in leave-one-out mode). While the lists of
+    all queries fit in ``_LIST_BUDGET_BYTES`` (or one score block), they are all kept, and the gallery is swept once,
+    one block at a time (a memory-mapped gallery streams from disk once); ``symmetric`` (queries = gallery) then
+    scores each block above the diagonal once for both its rows and its columns. Otherwise one block of queries at a
+    time searches the whole gallery.
     """
     element_bytes = dtype.itemsize + 4  # score + int32 index
-    symmetric = symmetric and num_queries * k * element_bytes <= max(_LIST_BUDGET_BYTES, block**2 * dtype.itemsize)
-    best_scores = torch.full((num_queries if symmetric else min(block, num_queries), k), -torch.inf,
+    keep_all = num_queries * k * element_bytes <= max(_LIST_BUDGET_BYTES, block**2 * dtype.itemsize)
+    best_scores = torch.full((num_queries if keep_all else min(block, num_queries), k), -torch.inf,
                              dtype=dtype, device=device)
     # int32 gallery indices halve the lists' largest part; num_gallery sorts after every real index
     best_indices = torch.full(best_scores.shape, num_gallery, dtype=torch.int32, device=device)
-    gallery_starts = range(0, num_gallery, block)
     query_blocks = [slice(start, min(start + block, num_queries)) for start in range(0, num_queries, block)]
+    gallery_blocks = [slice(start, min(start + block, num_gallery)) for start in range(0, num_gallery, block)]
 
     def merge(rows: slice, state_rows: slice, columns: slice, mirror: bool = False) -> None:
         scores = score_block(rows, columns)
@@ -449,17 +453,27 @@ def _running_topk(
             _merge_block(best_scores, best_indices, columns, columns, scores[:, :num_columns], rows.start, floor,
                          transposed=True)
 
+    if not keep_all:
+        for rows in query_blocks:
+            state_rows = slice(0, rows.stop - rows.start)
+            best_scores.fill_(-torch.inf)
+            best_indices.fill_(num_gallery)
+            for columns in gallery_blocks:
+                merge(rows, state_rows, columns)
+            yield rows, best_scores[state_rows].clone(), best_indices[state_rows].long()
+        return
     if symmetric:  # diagonal blocks first: data stored by class finds most neighbours there, raising every list early
         for rows in query_blocks:
             merge(rows, rows, rows)
-    for index, rows in enumerate(query_blocks):
-        state_rows = rows if symmetric else slice(0, rows.stop - rows.start)
-        if not symmetric:
-            best_scores.fill_(-torch.inf)
-            best_indices.fill_(num_gallery)
-        for gallery_start in gallery_starts[index + 1:] if symmetric else gallery_starts:
-            merge(rows, state_rows, slice(gallery_start, min(gallery_start + block, num_gallery)), symmetric)
-        yield rows, best_scores[state_rows].clone(), best_indices[state_rows].long()
+        for index, rows in enumerate(query_blocks):
+            for columns in gallery_blocks[index + 1:]:
+                merge(rows, rows, columns, mirror=True)
+    else:
+        for columns in gallery_blocks:
+            for rows in query_blocks:
+                merge(rows, rows, columns)
+    for rows in query_blocks:
+        yield rows, best_scores[rows].clone(), best_indices[rows].long()
 
 
 def _mask_excluded(scores: torch.Tensor, excluded: torch.Tensor, columns: slice) -> None:

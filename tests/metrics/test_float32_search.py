@@ -1,6 +1,6 @@
 """The float32 search's set-up: memory-bounded block sizes, IEEE float32 products whatever the global matmul
 precision, the automatic choice between it and bf16 screening (and the log that names the kernels), memory-mapped
-galleries, and CUDA tensors (where a GPU is present)."""
+galleries swept once in shards, and CUDA tensors (where a GPU is present)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,13 @@ import torch.nn.functional as F
 
 from gsp_hub.metrics import nearest_neighbors, retrieval_metrics
 from gsp_hub.metrics.retrieval import _as_embeddings
-from gsp_hub.metrics.topk import BLOCK_BUDGET_BYTES, SCREENING_MIN_PAIRS, block_size, screening_available
+from gsp_hub.metrics.topk import (
+    BLOCK_BUDGET_BYTES,
+    SCREENING_MIN_PAIRS,
+    block_size,
+    blocked_topk,
+    screening_available,
+)
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SEARCH_LOGGER = "gsp_hub.metrics.topk"
@@ -158,3 +164,30 @@ def test_cuda_tensors_give_the_float32_ranking(bf16_screening: bool) -> None:
     scores = (normalised @ normalised.T).fill_diagonal_(-torch.inf)
     torch.testing.assert_close(scores.gather(1, found.cpu()), scores.topk(10, dim=1).values, rtol=0, atol=1e-6)
     assert on_gpu == pytest.approx(retrieval_metrics(points, labels, bf16_screening=False), abs=1e-6)
+
+
+class RowReads(torch.Tensor):
+    """A tensor that records the row slices read from it (``tensor[start:stop]``); every result is a plain tensor."""
+
+    reads: list[tuple[int, int]] = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.__getitem__ and isinstance(args[1], slice):
+            cls.reads.append((args[1].start, args[1].stop))
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_query_gallery_search_reads_each_gallery_block_once(distance: str) -> None:
+    """The running lists of all queries are kept, so the outer loop runs over the gallery's blocks: a gallery larger
+    than memory is swept once, in shards of ``chunk_size`` rows (each read by every block of queries in turn while it
+    is in memory), whatever the number of queries."""
+    gallery, queries = gaussian(5, 1000, 16), gaussian(6, 450, 16)
+    RowReads.reads = []
+    found = torch.cat([indices for _, indices in blocked_topk(
+        queries, gallery.as_subclass(RowReads), 7, distance=distance, leave_one_out=False, chunk_size=128,
+        bf16_screening=False)])
+    assert RowReads.reads == [(start, min(start + 128, 1000)) for start in range(0, 1000, 128) for _ in range(4)]
+    assert torch.equal(found, nearest_neighbors(queries, gallery, k=7, distance=distance, chunk_size=1000))

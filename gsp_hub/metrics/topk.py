@@ -1,14 +1,14 @@
 """Exact k-nearest-neighbour search in blocks, optionally screened by a certified bfloat16 pass.
 
 **Blocks.** Scores are computed block by block, never as an N x N matrix: each block is one BLAS matrix product of up
-to ``block`` queries x ``block`` gallery items, written into one buffer that every block reuses (no allocation, no
-page faults per block). The exact search takes the largest block whose working set fits in ``BLOCK_BUDGET_BYTES``
-(:func:`block_size`; 3,456 for 512-d float32: 48 MB of scores), so that the products are large enough to run at the
-BLAS peak and the costs paid once per block (list merges, Python) are spread over many scores. The screened search
-keeps ``SCREENING_BLOCK_SIZE`` = 2,048, measured fastest for bf16 blocks. ``chunk_size`` overrides both. A gallery
-larger than memory (a float32 ``numpy.memmap``) is read one block of rows at a time, in a single sweep while the
-running lists of all queries fit in 64 MiB (760,000 queries at k = 11; the outer loop then runs over the gallery's
-blocks), after one pass over it for its norms.
+to ``block`` queries x ``block`` gallery items, written into one buffer that every block reuses (instead of a fresh
+allocation, and its page faults, per block). The exact search takes the largest block whose working set fits in
+``BLOCK_BUDGET_BYTES`` (:func:`block_size`; 3,456 for 512-d float32: 48 MB of scores), so that the products are
+large enough to run at the BLAS peak and the costs paid once per block (list merges, Python) are spread over many
+scores. The screened search keeps ``SCREENING_BLOCK_SIZE`` = 2,048, measured fastest for bf16 blocks.
+``chunk_size`` overrides both. A gallery larger than memory (a float32 ``numpy.memmap``) is read one block of rows
+at a time, in a single sweep while the running lists of all queries fit in 64 MiB (760,000 queries at k = 11; the
+outer loop then runs over the gallery's blocks), after one pass over it for its norms.
 
 **Running lists.** Every query keeps a running list of its k best (score, gallery index) pairs under the strict order
 "higher score first, then lower index". A block proposes, per query, either its own first k under that order (while
@@ -75,7 +75,7 @@ _TILE_TRANSPOSED = 16  # the same down its columns (both measured fastest on bf1
 _BLOCK_MULTIPLE = 64  # automatic block sides are whole tiles both ways
 _SCREEN_EXTRA = 32  # the screened list holds k + max(k, _SCREEN_EXTRA) candidates
 _RESCORE_ROWS = 64  # queries re-scored at once: (kept pairs, D) float32 gathered rows
-_LIST_BUDGET_BYTES = 64 * 2**20  # the symmetric schedule keeps every query's list; allowed up to this size
+_LIST_BUDGET_BYTES = 64 * 2**20  # every query's running list is kept (one sweep of the gallery) up to this size
 
 ScoreBlock = Callable[[slice, slice], torch.Tensor]  # (query rows, gallery columns) -> padded scores, larger = nearer
 ProposalFloor = Callable[[slice, torch.Tensor], torch.Tensor]  # (owners, their lists (owners, k)) -> (owners,)
@@ -256,6 +256,7 @@ class _ExactScorer:
             self.norms = (squared_norms(queries), squared_norms(gallery))
 
     def __call__(self, rows: slice, columns: slice) -> torch.Tensor:
+        """The (rows, columns) block of scores, as a :class:`_BlockBuffer` view."""
         num_rows, num_columns = rows.stop - rows.start, columns.stop - columns.start
         block = self.blocks.view(num_rows, num_columns)
         scores = block[:num_rows, :num_columns]

@@ -2,10 +2,14 @@
 
 The numbers equal pytorch-metric-learning's ``AccuracyCalculator(k='max_bin_count')`` (``precision_at_1`` =
 ``recall@1``, ``r_precision``, ``mean_average_precision_at_r``, ``NMI``), but the nearest-neighbour search is an
-exact blocked ``matmul`` (:mod:`gsp_hub.metrics.topk`): only ``chunk_size x chunk_size`` scores exist at a time,
-never ``N x N``; in leave-one-out mode each pair of items is scored once instead of twice; and on hardware with fast
-bfloat16 products, large cosine searches are screened in bf16 and the candidates re-scored in float32, with a
-certificate that the result is the exact float32 ranking (``bf16_screening``).
+exact blocked ``matmul`` (:mod:`gsp_hub.metrics.topk`): only one block of scores exists at a time (by default the
+largest within 64 MiB), never ``N x N``; in leave-one-out mode each pair of items is scored once instead of twice;
+and on hardware with fast bfloat16 products, large cosine searches are screened in bf16 and the candidates re-scored
+in float32, with a certificate that the result is the exact float32 ranking (``bf16_screening``; where bf16 is slow,
+as on AVX2-only CPUs, the float32 search runs alone, and ``bf16_screening=False`` forces that anywhere). The same
+code runs on CUDA tensors, and a gallery larger than memory can be passed as a float32 ``numpy.memmap``
+(``np.load(path, mmap_mode='r')``, with ``bf16_screening=False``, which would copy it to bf16): it is read one block
+of rows at a time, in a single sweep while the running lists of all queries fit in 64 MiB.
 
 Definitions, for a query q with label y_q and its gallery neighbours ranked best first:
 
@@ -40,16 +44,16 @@ the norms afterwards: extra passes over every score block), which the search avo
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .topk import DEFAULT_CHUNK_SIZE, MIN_COSINE_NORM, blocked_topk, screening_available, squared_norms
+from .topk import MIN_COSINE_NORM, blocked_topk, squared_norms
 
 __all__ = [
-    "DEFAULT_CHUNK_SIZE",
     "DISTANCES",
     "MIN_COSINE_NORM",
     "METRICS",
@@ -60,7 +64,6 @@ __all__ = [
 
 DISTANCES: tuple[str, ...] = ("cosine", "euclidean")
 METRICS: tuple[str, ...] = ("recall", "r_precision", "map_at_r", "nmi")
-SCREENING_MIN_PAIRS = 2**24  # below this (e.g. 4096 x 4096) a search takes well under a second anyway
 KMEANS_SEED = 1234
 KMEANS_ITERATIONS = 20
 _RESULT_KEYS = {"r_precision": "r_precision", "map_at_r": "map@r"}
@@ -80,7 +83,7 @@ def retrieval_metrics(
     ks: Sequence[int] = (1, 2, 4, 8),
     metrics: Sequence[str] = ("recall", "r_precision", "map_at_r"),
     distance: str = "cosine",
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     dtype: torch.dtype = torch.float32,
     bf16_screening: bool | None = None,
 ) -> dict[str, float]:
@@ -90,10 +93,13 @@ def retrieval_metrics(
     with ``query_embeddings`` (Q, D) and ``query_labels`` (Q,) the queries search ``embeddings`` as the gallery
     (In-shop protocol). ``distance`` is ``'cosine'`` (L2-normalised inner product) or ``'euclidean'`` (squared
     L2, the ranking of PML's faiss ``IndexFlatL2``). Scores are computed in ``dtype`` (float32 or float64) on the
-    embeddings' device, ``chunk_size x chunk_size`` at a time (about 3 such blocks are alive at once: 50 MB for
-    the default 2048 in float32); per-query values are averaged in float64. ``bf16_screening`` (cosine, float32)
-    finds candidates with bf16 products and certifies them (same result, about 2x faster where bf16 is fast);
-    ``None`` uses it for searches of at least ``SCREENING_MIN_PAIRS`` pairs when :func:`screening_available`.
+    embeddings' device (CPU or CUDA), one ``chunk_size x chunk_size`` block at a time (None: the largest block whose
+    working set fits in ``topk.BLOCK_BUDGET_BYTES`` = 64 MiB, 3,456 for 512-d float32; 2,048 when screening);
+    per-query values are averaged in float64. ``bf16_screening=True`` (cosine, float32) finds candidates with bf16
+    products and certifies them (same result, about 2x faster where bf16 is fast); ``False`` forces the float32
+    search alone; ``None`` screens searches of at least ``topk.SCREENING_MIN_PAIRS`` pairs on devices where
+    :func:`~gsp_hub.metrics.topk.screening_available` (CUDA, CPUs with AVX512-BF16 or AMX). The kernels chosen are
+    logged at DEBUG level by ``gsp_hub.metrics.topk``.
 
     Returns a dict with ``recall@k`` for every k in ``ks`` (if ``'recall'`` in ``metrics``), ``r_precision``,
     ``map@r`` and ``nmi``, each a fraction in [0, 1].
@@ -140,7 +146,7 @@ def retrieval_metrics(
         per_query = _per_query_scores(
             queries, gallery, labels_of_queries, gallery_labels, relevant_counts,
             ks=ks, depth=depth, distance=distance, leave_one_out=leave_one_out, chunk_size=chunk_size,
-            screen=_use_screening(bf16_screening, queries, gallery),
+            bf16_screening=bf16_screening,
         )
         wanted = [f"recall@{k}" for k in ks] + [_RESULT_KEYS[name] for name in ranking_metrics]
         results.update({key: per_query[key].mean().item() for key in wanted})
@@ -158,7 +164,7 @@ def nearest_neighbors(
     *,
     k: int,
     distance: str = "cosine",
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     dtype: torch.dtype = torch.float32,
     bf16_screening: bool | None = None,
 ) -> torch.Tensor:
@@ -166,9 +172,9 @@ def nearest_neighbors(
 
     ``gallery=None`` searches ``queries`` (N, D) among themselves (N >= 2), each row excluding itself (by index, not
     by distance). Equal scores are ordered by lower gallery index (see "Ties" in the module notes for when
-    mathematically equal scores compare equal). Inputs are checked as in :func:`retrieval_metrics`. Memory:
-    ``chunk_size x chunk_size`` scores plus the running top-k lists. ``bf16_screening`` as in
-    :func:`retrieval_metrics`.
+    mathematically equal scores compare equal). Inputs are checked as in :func:`retrieval_metrics`. Memory: one
+    block of scores (``chunk_size``, as in :func:`retrieval_metrics`) plus the running top-k lists.
+    ``bf16_screening`` as in :func:`retrieval_metrics`.
     """
     _check_choice(distance, DISTANCES, "distance")
     _check_chunk_size(chunk_size)
@@ -187,7 +193,7 @@ def nearest_neighbors(
         )
     (k,) = _check_ks((k,), len(gallery_matrix) - int(leave_one_out), leave_one_out, name="k")
     blocks = blocked_topk(query_matrix, gallery_matrix, k, distance=distance, leave_one_out=leave_one_out,
-                          chunk_size=chunk_size, screen=_use_screening(bf16_screening, query_matrix, gallery_matrix))
+                          chunk_size=chunk_size, bf16_screening=bf16_screening)
     return torch.cat([indices for _, indices in blocks])
 
 
@@ -235,8 +241,8 @@ def _per_query_scores(
     depth: int,
     distance: str,
     leave_one_out: bool,
-    chunk_size: int,
-    screen: bool,
+    chunk_size: int | None,
+    bf16_screening: bool | None,
 ) -> dict[str, torch.Tensor]:
     """Float64 (Q,) per-query values: hit indicators (``recall@k``), R-precision and AP@R (``map@r``).
 
@@ -246,7 +252,7 @@ def _per_query_scores(
     scores = {key: torch.empty(len(queries), dtype=torch.float64, device=queries.device) for key in keys}
     ranks = torch.arange(1, depth + 1, device=queries.device)
     neighbor_blocks = blocked_topk(queries, gallery, depth, distance=distance, leave_one_out=leave_one_out,
-                                   chunk_size=chunk_size, screen=screen)
+                                   chunk_size=chunk_size, bf16_screening=bf16_screening)
     for rows, neighbors in neighbor_blocks:
         hits = gallery_labels[neighbors] == query_labels[rows, None]  # (rows, depth)
         for k in ks:
@@ -257,13 +263,6 @@ def _per_query_scores(
         scores["r_precision"][rows] = relevant_hits.sum(1).double() / counts
         scores["map@r"][rows] = precision_at_hits.sum(1) / counts
     return scores
-
-
-def _use_screening(requested: bool | None, queries: torch.Tensor, gallery: torch.Tensor) -> bool:
-    """``bf16_screening`` resolved: ``None`` means "when it pays off" (fast bf16 and a large search)."""
-    if requested is not None:
-        return requested
-    return len(queries) * len(gallery) >= SCREENING_MIN_PAIRS and screening_available(queries.device)
 
 
 def _kmeans(points: torch.Tensor, num_clusters: int) -> np.ndarray:
@@ -293,7 +292,7 @@ def _as_embeddings(
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}.")
     if isinstance(values, np.ndarray):
-        values = torch.from_numpy(values)
+        values = _read_only_tensor(values)
     if not isinstance(values, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray of shape (N, D), got {type(values).__name__}.")
     if values.ndim != 2:
@@ -331,10 +330,18 @@ def _as_embeddings(
     return values
 
 
+def _read_only_tensor(array: np.ndarray) -> torch.Tensor:
+    """``torch.from_numpy`` without a copy, also of read-only arrays (``np.load(path, mmap_mode='r')``): the search
+    only reads its inputs, so torch's warning about non-writable arrays does not apply."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
+
 def _as_labels(values: ArrayLike, name: str, embeddings: torch.Tensor) -> torch.Tensor:
     """An int64 (N,) tensor on the embeddings' device, one label per embedding row."""
     if isinstance(values, np.ndarray):
-        values = torch.from_numpy(values)
+        values = _read_only_tensor(values)
     if not isinstance(values, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray of shape (N,), got {type(values).__name__}.")
     if values.ndim != 1:
@@ -404,6 +411,9 @@ def _check_screening(bf16_screening: bool | None) -> None:
         raise TypeError(f"bf16_screening must be True, False or None (automatic), got {bf16_screening!r}.")
 
 
-def _check_chunk_size(chunk_size: int) -> None:
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int (side of the score blocks), got {chunk_size!r}.")
+def _check_chunk_size(chunk_size: int | None) -> None:
+    if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1):
+        raise ValueError(
+            f"chunk_size must be a positive int (side of the score blocks) or None (the largest block within the "
+            f"memory budget), got {chunk_size!r}."
+        )

@@ -1,5 +1,6 @@
-"""Exact ties in nearest_neighbors and retrieval_metrics, fuzzed over chunk sizes 1, 2, 3, 7, 2048 and bf16
-screening on and off, against a float64 brute force ranked by (-score, index).
+"""Exact ties in nearest_neighbors and retrieval_metrics, fuzzed over chunk sizes 1, 2, 3, 7, 48, 2048 and the
+automatic block size, and bf16 screening on and off, against a float64 brute force ranked by (-score, index); and the
+float32 search over many blocks (full running lists, blocks that do not divide the data, padded tiles).
 
 Where every score is exact in float32 (cosine of rows with power-of-two norms and few-bit entries, euclidean of small
 integers), ties are real ties and the order must be exactly the lower-index rule in every chunking. Where it is not
@@ -16,7 +17,7 @@ import torch
 
 from gsp_hub.metrics import nearest_neighbors, retrieval_metrics
 
-CHUNK_SIZES = (1, 2, 3, 7, 2048)
+CHUNK_SIZES = (1, 2, 3, 7, 48, 2048, None)  # 48: two blocks, the second ragged; 2048 and None: one block
 SEEDS = range(2)
 NUM_ROWS, NUM_QUERIES = 56, 12  # galleries of 44 or 55 rows: longer than the bf16 screening's candidate lists (up to
 # k + 32 = 40 entries here), which it needs to run at all
@@ -74,8 +75,13 @@ def brute_force_metrics(ranking: np.ndarray, query_labels: np.ndarray, gallery_l
 
 def searches(points: torch.Tensor):
     """(queries, gallery or None, reference gallery, leave_one_out) for both modes of the search."""
+    return searches_of(points, NUM_QUERIES)
+
+
+def searches_of(points: torch.Tensor, num_queries: int):
+    """As :func:`searches`, the first ``num_queries`` rows querying the others in query/gallery mode."""
     yield points, None, points, True
-    yield points[:NUM_QUERIES], points[NUM_QUERIES:], points[NUM_QUERIES:], False
+    yield points[:num_queries], points[num_queries:], points[num_queries:], False
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -131,3 +137,27 @@ def test_rounded_cosine_ties_only_swap_scores_equal_to_float32_rounding(seed: in
                 assert not (found == torch.arange(len(queries))[:, None]).any()
             assert all(len(set(row)) == k for row in found.tolist())
             np.testing.assert_allclose(np.take_along_axis(scores, found.numpy(), 1), best, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_float32_search_over_many_blocks_equals_the_brute_force(distance: str) -> None:
+    """1,200 rows with exact ties everywhere (duplicated directions), searched by the float32 search alone in blocks
+    of 256 (full lists screened by tile maxima), 333 (ragged blocks, padded rows and columns), 1,000 and the
+    automatic size (one block): neighbours and metrics equal the float64 brute force's."""
+    rng = np.random.default_rng(7)
+    points = exact_cosine_rows(rng, 1200) if distance == "cosine" else small_integer_rows(rng, 1200)
+    labels = rng.permutation(np.arange(1200) % 120)  # 10 rows per label
+    ks = (1, 4, 10)
+    for queries, gallery, reference_gallery, leave_one_out in searches_of(points, num_queries=200):
+        scores = float64_scores(queries, reference_gallery, distance)
+        ranking = brute_force_ranking(scores, leave_one_out)
+        query_labels, gallery_labels = (labels, labels) if leave_one_out else np.split(labels, [200])
+        expected = brute_force_metrics(ranking, query_labels, gallery_labels, ks, leave_one_out)
+        extra = {} if leave_one_out else {"query_embeddings": queries, "query_labels": torch.from_numpy(query_labels)}
+        for chunk_size in (256, 333, 1000, None):
+            found = nearest_neighbors(queries, gallery, k=10, distance=distance, chunk_size=chunk_size,
+                                      bf16_screening=False)
+            assert found.tolist() == ranking[:, :10].tolist(), chunk_size
+            metrics = retrieval_metrics(reference_gallery, torch.from_numpy(gallery_labels), ks=ks, distance=distance,
+                                        chunk_size=chunk_size, bf16_screening=False, **extra)
+            assert metrics == pytest.approx(expected, abs=1e-12), chunk_size

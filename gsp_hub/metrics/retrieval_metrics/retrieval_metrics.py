@@ -15,7 +15,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from gsp_hub.metrics.retrieval import DEFAULT_CHUNK_SIZE, retrieval_metrics
+from gsp_hub.metrics.retrieval import retrieval_metrics
 
 _CITATION = """\
 @inproceedings{musgrave2020metric,
@@ -42,7 +42,7 @@ Args:
     ks: the K of Recall@K, default (1, 2, 4, 8).
     metrics: any of 'recall', 'r_precision', 'map_at_r', 'nmi'; default the first three.
     distance: 'cosine' (default) or 'euclidean'.
-    chunk_size: side of the score blocks computed at once.
+    chunk_size: side of the score blocks computed at once (default: the largest within 64 MiB).
 Returns:
     dict with 'recall@k' for each k, 'r_precision', 'map@r' (and 'nmi'), fractions in [0, 1].
 Example:
@@ -77,7 +77,7 @@ class RetrievalMetrics(evaluate.Metric):
         ks: Sequence[int] = (1, 2, 4, 8),
         metrics: Sequence[str] = ("recall", "r_precision", "map_at_r"),
         distance: str = "cosine",
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        chunk_size: int | None = None,
     ) -> dict[str, float]:
         return retrieval_metrics(
             np.asarray(predictions, dtype=np.float32),

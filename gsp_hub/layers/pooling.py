@@ -15,7 +15,10 @@ from torch import Tensor, nn
 from gsp_hub.checks import check_int, check_kwargs
 from gsp_hub.registry import Registry
 
-__all__ = ["AttentionPool", "AvgPool", "GeM", "MaxPool", "check_pool_kwargs", "create_pool", "list_pools", "register_pool", "to_tokens"]
+__all__ = [
+    "AttentionPool", "AvgPool", "GeM", "MaxPool", "check_pool_kwargs", "create_pool", "list_pools", "register_pool",
+    "to_tokens",
+]
 
 PoolFactory = TypeVar("PoolFactory", bound=Callable[..., nn.Module])
 

@@ -46,7 +46,7 @@ from gsp_hub.train.baselines import (
 )
 from gsp_hub.train.callbacks import BatchOutputs, Callback, PrototypeInitCallback, needs_prototype_init
 from gsp_hub.train.ccp_callback import create_ccp_callback
-from gsp_hub.train.config import DEFAULT_OUTPUT_STRIDE, TrainConfig, describe_dataset
+from gsp_hub.train.config import DEFAULT_OUTPUT_STRIDE, GSP_TRAINING_DEFAULTS, TrainConfig, describe_dataset
 from gsp_hub.train.data import RunData, load_dataset_splits, load_run_data, train_loader
 from gsp_hub.train.distributed import gather_with_grad
 from gsp_hub.train.engine import Task, Trainer, TrainingStep
@@ -121,11 +121,18 @@ def backbone_input_kwargs(config: TrainConfig) -> dict[str, Any]:
     return kwargs
 
 
+def training_pool_kwargs(config: TrainConfig) -> dict[str, Any]:
+    """``config.pool_kwargs`` over :data:`GSP_TRAINING_DEFAULTS` when the pooling is GSP (``--pool gsp``, or
+    metric_net's default); other pools and named models' own pools get ``config.pool_kwargs`` alone."""
+    trains_gsp = config.pool == "gsp" or (config.pool is None and config.model == "metric_net")
+    return {**GSP_TRAINING_DEFAULTS, **config.pool_kwargs} if trains_gsp else dict(config.pool_kwargs)
+
+
 def create_model(config: TrainConfig) -> nn.Module:
     """``timm.create_model(config.model, ...)`` with the backbone, pooling and embedding options of ``config``."""
     check_model_names(config)
     kwargs: dict[str, Any] = dict(embed_dim=config.embed_dim, backbone_pretrained=config.pretrained,
-                                  **config.pool_kwargs, **backbone_input_kwargs(config))
+                                  **training_pool_kwargs(config), **backbone_input_kwargs(config))
     if config.pool is not None:
         kwargs["pool"] = config.pool
     if config.model == "metric_net":

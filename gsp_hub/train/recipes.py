@@ -99,7 +99,8 @@ _RESNET50_227 = dict(model="metric_net", backbone="resnet50.tv_in1k", pretrained
                      backbone_kwargs={"output_stride": 32}, img_size=227, crop_pct=227 / 256, augment=True,
                      split_protocol="zero-shot", m_per_class=4, warmup_steps=0, loss_lr_scale=1.0, eval_every=1)
 _GSP_POOL = dict(transport_ratio=0.3, gamma=5.0, memory_size=1024)  # gsp.md §9, gsp_hub column (μ, γ, memory)
-_ZSR = dict(zsr_weight=0.1, zsr_kwargs={"ridge": 0.05, "scale": 9.5, "margin": 0.0})  # gsp.md §7-8
+# gsp.md §7-8; the TF framework's He-normal class embeddings
+_ZSR = dict(zsr_weight=0.1, zsr_kwargs={"ridge": 0.05, "scale": 9.5, "margin": 0.0, "class_embedding_init": "he"})
 _C1 = {"pos_margin": 1.0, "neg_margin": 0.5}  # gsp.md §8: XBM's contrastive loss on cosine similarity
 _GSP_PROTOTYPES = {"cub200": 64, "cars196": 64, "sop": 128, "inshop": 128}  # gsp.md §9: K, 64 below 1,000 classes
 

@@ -26,11 +26,20 @@ from pathlib import Path
 from typing import Any
 
 METRICS = ("recall@1", "map@r", "target_mass")
+UNIFORM_MASS = 0.25  # average pooling weighs every location alike: the label tile's share of the map
 
 
-def run_job(pool: str, seed: int, runs_dir: Path, extra: list[str]) -> dict[str, Any]:
-    """One default job with ``--pool pool --seed seed`` in a fresh process; its metrics.json."""
+def metric(run: dict[str, Any], key: str) -> float:
+    """A test metric of the chosen model; a pool without location weights (avg) pools uniformly."""
+    return run["best"].get(key, UNIFORM_MASS) if key == "target_mass" else run["best"][key]
+
+
+def run_job(pool: str, seed: int, runs_dir: Path, extra: list[str], reuse: bool) -> dict[str, Any]:
+    """One default job with ``--pool pool --seed seed`` in a fresh process (or, with ``reuse``, the finished run
+    already in its folder); its metrics.json."""
     output_dir = runs_dir / f"{pool}-seed{seed}"
+    if reuse and (output_dir / "metrics.json").is_file():
+        return json.loads((output_dir / "metrics.json").read_text())
     command = [sys.executable, "-m", "gsp_hub", "train", "--pool", pool, "--seed", str(seed), "--output-dir",
                str(output_dir), "--overwrite", *extra]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -38,8 +47,8 @@ def run_job(pool: str, seed: int, runs_dir: Path, extra: list[str]) -> dict[str,
     if completed.returncode:
         raise SystemExit(f"{' '.join(command)} failed:\n{completed.stderr[-3000:]}")
     summary = json.loads((output_dir / "metrics.json").read_text())
-    print(f"{pool:>5} seed {seed}: R@1 {100 * summary['best']['recall@1']:.2f}  MAP@R "
-          f"{100 * summary['best']['map@r']:.2f}  label-tile weight {summary['best']['target_mass']:.3f}", flush=True)
+    print(f"{pool:>5} seed {seed}: R@1 {100 * metric(summary, 'recall@1'):.2f}  MAP@R "
+          f"{100 * metric(summary, 'map@r'):.2f}  label-tile weight {metric(summary, 'target_mass'):.3f}", flush=True)
     return summary
 
 
@@ -54,7 +63,7 @@ def report(results: dict[str, dict[int, dict[str, Any]]], reference: str) -> str
     reference pooling, then the baselines of the reference runs."""
     lines = ["| pooling | seeds | R@1 | MAP@R | label-tile weight |", "|---|---|---|---|---|"]
     for pool, runs in results.items():
-        columns = [spread([scale * run["best"][key] for run in runs.values()])
+        columns = [spread([scale * metric(run, key) for run in runs.values()])
                    for key, scale in zip(METRICS, (100, 100, 1))]
         lines.append(f"| {pool} | {len(runs)} | " + " | ".join(columns) + " |")
     lines += ["", f"| paired difference | R@1 | MAP@R | label-tile weight | {reference} wins (R@1 / MAP@R) |",
@@ -63,7 +72,7 @@ def report(results: dict[str, dict[int, dict[str, Any]]], reference: str) -> str
         if pool == reference:
             continue
         seeds = sorted(set(runs) & set(results[reference]))
-        differences = {key: [scale * (results[reference][s]["best"][key] - runs[s]["best"][key]) for s in seeds]
+        differences = {key: [scale * (metric(results[reference][s], key) - metric(runs[s], key)) for s in seeds]
                        for key, scale in zip(METRICS, (100, 100, 1))}
         wins = [sum(value > 0 for value in differences[key]) for key in ("recall@1", "map@r")]
         lines.append(f"| {reference} - {pool} | " + " | ".join(spread(differences[key]) for key in METRICS)
@@ -83,13 +92,14 @@ def main() -> None:
     parser.add_argument("--pools", nargs="+", default=["gsp", "avg", "attn"], help="the first is the reference")
     parser.add_argument("--jobs", type=int, default=1, help="jobs run side by side (one thread each)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/bench_collage_pooling"))
+    parser.add_argument("--reuse", action="store_true", help="keep the finished runs already in --runs-dir")
     parser.add_argument("--out", type=Path, default=None, help="write every run's metrics.json here (JSON)")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more `gsp-hub train` flags for every run")
     args = parser.parse_args()
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
     tasks = [(pool, seed) for seed in args.seeds for pool in args.pools]
     with ThreadPoolExecutor(max_workers=args.jobs) as executor:
-        summaries = list(executor.map(lambda task: run_job(*task, args.runs_dir, extra), tasks))
+        summaries = list(executor.map(lambda task: run_job(*task, args.runs_dir, extra, args.reuse), tasks))
     results: dict[str, dict[int, dict[str, Any]]] = {pool: {} for pool in args.pools}
     for (pool, seed), summary in zip(tasks, summaries):
         results[pool][seed] = summary

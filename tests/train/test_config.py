@@ -50,13 +50,15 @@ def test_nan_learning_rate_fails_on_the_command_line_before_any_work(tmp_path, c
 @pytest.mark.parametrize(
     ("values", "key", "accepted"),
     [
-        ({"pool_kwargs": {"num_protos": 8}}, "num_protos", "GSP accepts ['gamma', 'iters', 'memory_size', "
-                                                           "'num_prototypes', 'transport_ratio']"),
+        ({"pool_kwargs": {"num_protos": 8}}, "num_protos", "GSP accepts ['add_max_pool', 'gamma', 'head', "
+                                                           "'init', 'iters', 'memory_size', 'num_prototypes', "
+                                                           "'transport_ratio']"),
         ({"model": "gap_resnet18", "pool_kwargs": {"num_prototypes": 8}}, "num_prototypes", "AvgPool takes no options"),
         ({"pool": "gem", "pool_kwargs": {"q": 3}}, "q", "GeM accepts ['eps', 'p']"),
         ({"loss_kwargs": {"alpah": 1.0}}, "alpah", "accepts ['alpha', 'base', 'beta']"),
         ({"loss": "xml+ms", "loss_kwargs": {"margin": 0.1}}, "margin", "accepts ['alpha', 'base', 'beta']"),
-        ({"zsr_kwargs": {"rigde": 0.1}}, "rigde", "ZeroShotRegularizer accepts ['margin', 'ridge', 'scale']"),
+        ({"zsr_kwargs": {"rigde": 0.1}}, "rigde", "ZeroShotRegularizer accepts ['class_embedding_init', 'margin', "
+         "'ridge', 'scale']"),
         ({"loss": "xml+ms", "xml_kwargs": {"num_classes": 3}}, "num_classes",
          "XMLLoss accepts ['convex', 'margin', 'ridge', 'scale', 'target', 'weight']"),
         ({"loss": "ccp", "ccp_kwargs": {"patients": 2}}, "patients", "'patience', 'pool_size'"),
@@ -109,3 +111,24 @@ def test_numbers_are_stored_as_plain_python_numbers() -> None:
 
     config = TrainConfig(lr=1, epochs=np.int64(3))
     assert type(config.lr) is float and type(config.epochs) is int
+
+
+def test_the_default_zsr_and_gsp_options_are_accepted_by_their_factories():
+    """The defaults skip the construction-time kwargs check (it would import torch): check them here."""
+    from gsp_hub.checks import check_kwargs
+    from gsp_hub.layers.pooling import check_pool_kwargs
+    from gsp_hub.losses import ZeroShotRegularizer
+    from gsp_hub.train.config import DEFAULT_ZSR_KWARGS, GSP_TRAINING_DEFAULTS
+
+    check_kwargs("zsr_kwargs", DEFAULT_ZSR_KWARGS, ZeroShotRegularizer, supplied=("num_classes", "embed_dim"))
+    check_pool_kwargs("gsp", GSP_TRAINING_DEFAULTS)
+    assert TrainConfig().zsr_kwargs == DEFAULT_ZSR_KWARGS
+
+
+def test_a_gsp_pool_trains_with_the_training_defaults_and_other_pools_without_them():
+    from gsp_hub.train.metric_learning import training_pool_kwargs
+
+    assert training_pool_kwargs(TrainConfig()) == {"transport_ratio": 0.15, "gamma": 20.0}
+    assert training_pool_kwargs(TrainConfig(pool_kwargs={"gamma": 5.0})) == {"transport_ratio": 0.15, "gamma": 5.0}
+    assert training_pool_kwargs(TrainConfig(pool="avg")) == {}
+    assert training_pool_kwargs(TrainConfig(model="gsp_resnet18")) == {}  # a named model keeps its own

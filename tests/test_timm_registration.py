@@ -42,7 +42,8 @@ def test_timm_then_gsp_hub_registers_the_architectures() -> None:
         import timm
         import gsp_hub
         print(" ".join(timm.list_models("gsp_*")))
-    """) == "gsp_convnext_tiny gsp_resnet18 gsp_resnet50 gsp_tf_efficientnet_lite0 gsp_vit_small_patch16_224\n"
+    """) == ("gsp_convnext_tiny gsp_resnet18 gsp_resnet50 gsp_test_resnet gsp_tf_efficientnet_lite0 "
+             "gsp_vit_small_patch16_224\n")
 
 
 def test_submodule_first_then_timm_registers_the_architectures() -> None:

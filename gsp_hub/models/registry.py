@@ -42,7 +42,8 @@ __all__ = [
 # name -> (backbone, pool). The gap_* twins are the same networks with average pooling (the baselines).
 NAMED_MODELS: dict[str, tuple[str, str]] = {
     f"{prefix}_{backbone}": (backbone, pool)
-    for backbone in ("resnet18", "resnet50", "tf_efficientnet_lite0", "vit_small_patch16_224", "convnext_tiny")
+    for backbone in ("resnet18", "resnet50", "tf_efficientnet_lite0", "vit_small_patch16_224", "convnext_tiny",
+                     "test_resnet")  # test_resnet: timm's 0.4M-parameter ResNet, the default job's backbone
     for prefix, pool in (("gsp", "gsp"), ("gap", "avg"))
 }
 _DATA_FIELDS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std", "fixed_input_size")

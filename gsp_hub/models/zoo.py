@@ -44,6 +44,13 @@ _CIFAR10_DATA: dict[str, Any] = {
     "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
 }
 
+# The default job's Fashion-Collage model: 64 px greyscale collages (as RGB), mean = std = 0.5, at output stride 8 an
+# 8x8 map (each 32 px collage cell is 4x4 locations).
+_FASHION_COLLAGE_DATA: dict[str, Any] = {
+    "input_size": (3, 64, 64), "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center",
+    "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "pool_size": (8, 8),
+}
+
 
 @dataclass(frozen=True)
 class ZooEntry:
@@ -88,6 +95,17 @@ ZOO: dict[str, ZooEntry] = {
             data_cfg=_LITE0_TIN200_DATA,
             license="other",
             description="average-pooling twin of gsp_tf_efficientnet_lite0.tin200 (the same recipe)",
+        ),
+        ZooEntry(
+            architecture="gsp_test_resnet",
+            tag="fashion_collage",
+            model_args={"embed_dim": 128, "transport_ratio": 0.15, "gamma": 20.0,
+                        "backbone_kwargs": {"output_stride": 8}},
+            data_cfg=_FASHION_COLLAGE_DATA,
+            license="mit",
+            description="the default job (`gsp-hub train`, seed 0): GSP on timm test_resnet trained from scratch on "
+                        "Fashion-Collage, zero-shot retrieval of unseen Fashion-MNIST classes among MNIST-digit "
+                        "nuisance tiles",
         ),
         ZooEntry(
             architecture="letkd_cifar_resnet20",

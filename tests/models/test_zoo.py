@@ -4,7 +4,9 @@ normal ``pretrained=True`` path) and through ``local-dir:``."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -12,13 +14,18 @@ import huggingface_hub.constants
 import pytest
 import timm
 import torch
+from accelerate import Accelerator
 from safetensors.torch import load_file
 
 import gsp_hub
-from gsp_hub.hub import save_pretrained
+from gsp_hub.data import TARGET_CELL_COLUMN, create_image_transforms, load_fashion_collage, with_image_transform
+from gsp_hub.hub import read_export_metadata, save_pretrained
 from gsp_hub.models.zoo import HUB_ORGANISATION, ZOO, ZooEntry, local_zoo_folder
+from gsp_hub.train.baselines import retrieval_and_target_mass
+from gsp_hub.train.data import eval_loader
 
 ZOO_DIR = Path(__file__).resolve().parents[2] / "zoo"
+SCRIPTS = ZOO_DIR.parent / "scripts"
 REVISION = "fedcba9876543210fedcba9876543210fedcba98"
 ENTRIES = list(ZOO.values())
 
@@ -73,9 +80,11 @@ def test_zoo_folder_config_matches_the_registry(entry: ZooEntry) -> None:
     assert tuple(config["pretrained_cfg"]["input_size"]) == entry.data_cfg["input_size"]
     assert config["gsp_hub"]["repo_id"] == entry.hf_hub_id
     card = (ZOO_DIR / entry.name / "README.md").read_text()
-    assert "retrieval.png" in card and (ZOO_DIR / entry.name / "retrieval.png").is_file()
-    if entry.architecture.startswith("gsp_"):
-        assert "transport_map.png" in card and (ZOO_DIR / entry.name / "transport_map.png").is_file()
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", card)
+    assert all((ZOO_DIR / entry.name / figure).is_file() for figure in figures)
+    assert "retrieval.png" in figures
+    if entry.architecture.startswith("gsp_"):  # transport_map.png, or one per label-tile cell on collages
+        assert any(re.fullmatch(r"transport_map(_\d+)?\.png", figure) for figure in figures)
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=entry_id)
@@ -101,3 +110,38 @@ def test_pretrained_true_loads_the_zoo_weights_from_an_offline_cache(
     with torch.no_grad():
         reference = model(pixels)
         assert torch.equal(local(pixels), reference) and torch.equal(ours(pixels), reference)
+
+
+def test_the_fashion_collage_model_reproduces_its_card_metrics_on_the_test_split() -> None:
+    """The zoo copy of the default job's model, embedded by the run's evaluation path on the 900 Fashion-Collage test
+    images, gives the test R@1, MAP@R and label-tile weight its card states (the run's metrics.json "best")."""
+    name = "gsp_test_resnet.fashion_collage"
+    model = timm.create_model(f"local-dir:{local_zoo_folder(name)}", pretrained=True).eval()
+    test = load_fashion_collage()["test"]
+    accelerator = Accelerator(cpu=True)
+    loader = accelerator.prepare(eval_loader(with_image_transform(test, create_image_transforms(model).eval), 256, 0))
+    measured = retrieval_and_target_mass(model, loader, accelerator, torch.as_tensor(test[TARGET_CELL_COLUMN]))
+    stated = read_export_metadata(local_zoo_folder(name))["metrics"]
+    for key in ("recall@1", "map@r", "target_mass"):
+        assert measured[key] == pytest.approx(stated[key], abs=1e-6), key
+    assert stated["target_mass"] > 0.25  # more weight on the label tile than uniform pooling gives it
+
+
+def test_the_collage_card_states_the_paired_seed_verdict_of_the_benchmark() -> None:
+    """scripts/zoo_fashion_collage.py turns bench_collage_pooling.py's results into the card's verdict: GSP's mean
+    lead (points, ± std) over the paired seeds and the seeds it led, per pooling twin."""
+    spec = importlib.util.spec_from_file_location("zoo_fashion_collage", SCRIPTS / "zoo_fashion_collage.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    def run(recall: float, map_at_r: float, **mass: float) -> dict:
+        return {"best": {"recall@1": recall, "map@r": map_at_r, **mass}}
+
+    results = {"gsp": {"0": run(0.80, 0.40, target_mass=0.5), "1": run(0.70, 0.30, target_mass=0.6)},
+               "avg": {"0": run(0.70, 0.35), "1": run(0.60, 0.32)},
+               "attn": {"0": run(0.90, 0.50, target_mass=0.3), "1": run(0.80, 0.40, target_mass=0.4)}}
+    verdict = script.paired_verdict({"results": results})
+    assert ("against `--pool avg` GSP beats it on average, not in every seed: R@1 +10.00 ± 0.00 points (ahead in 2/2 "
+            "seeds), MAP@R +1.50 ± 4.95 points (ahead in 1/2)") in verdict
+    assert "against `--pool attn` GSP does not beat it on both metrics, on average: R@1 -10.00" in verdict
+    assert verdict.endswith("Mean label-tile weight of the chosen models: gsp 0.550, attn 0.350 (uniform 0.250).")

@@ -95,6 +95,10 @@ class CachedHeadConfig(RunConfig):
     transport_ratio: float = option(0.3, "GSP transport ratio (mass of the pooled locations)", group="model",
                                     greater_than=0.0, maximum=1.0)
     gamma: float = option(5.0, "GSP entropy regularisation gamma", group="model", greater_than=0.0)
+    gsp_head: str = option("gap", "GSP pooling of the re-weighted locations: gap (the TF layer's sum) or gmp (the "
+                           "PyTorch port's max)", group="model", choices=("gap", "gmp"))
+    add_max_pool: bool = option(False, "GSP: also add the global max pooling of the un-weighted locations (the TF "
+                                "'conventional' configs)", group="model")
     finetune_from_block: int = option(0, "N > 0: the maps are the input of backbone block N, and blocks N.., "
                                       "conv_head and bn2 train too (BatchNorm statistics frozen)", group="model",
                                       minimum=0, maximum=6)
@@ -110,6 +114,9 @@ class CachedHeadConfig(RunConfig):
     loss: str = option("ms", "base metric-learning loss (gsp_hub.losses.create_loss name)", group="loss")
     zsr_weight: float = option(0.1, "weight w of ZSR in (1 - w)·base + w·ZSR (GSP heads only; 0: off)",
                                group="loss", minimum=0.0, maximum=1.0)
+    zsr_class_embedding_init: str = option("he", "init of ZSR's class embeddings: he (the TF framework's; logits "
+                                           "of hundreds with few classes) or unit (rows of norm about 1)",
+                                           group="loss", choices=("he", "unit"))
 
     # optimisation (AdamW)
     lr: float = shared_option("lr", 1e-4)
@@ -196,7 +203,8 @@ def build_model(config: CachedHeadConfig) -> nn.Module:
     built under :func:`model_name` (a zoo tag gives its pretrained config); the backbone is frozen except the
     blocks from ``config.finetune_from_block`` on (with ``conv_head`` and ``bn2``)."""
     pool_kwargs = (dict(num_prototypes=config.num_prototypes, transport_ratio=config.transport_ratio,
-                        gamma=config.gamma) if config.pool == "gsp" else {})
+                        gamma=config.gamma, head=config.gsp_head, add_max_pool=config.add_max_pool)
+                   if config.pool == "gsp" else {})
     model = timm.create_model(model_name(config.pool, config.tag), embed_dim=config.embed_dim, **pool_kwargs)
     if config.backbone_weights != "random":
         load_efficientnet_lite0_imagenet(model, None if config.backbone_weights == "imagenet" else
@@ -329,7 +337,8 @@ class CachedHeadTask(Task):
             init_embedding_pca_(self.network, train.features, whiten=config.embed_init == "whiten")
         if config.pool == "gsp":
             init_prototypes_(self.network, train.features, torch.Generator().manual_seed(config.seed))
-        regularizer = (ZeroShotRegularizer(len(classes), config.embed_dim)
+        regularizer = (ZeroShotRegularizer(len(classes), config.embed_dim,
+                                           class_embedding_init=config.zsr_class_embedding_init)
                        if config.pool == "gsp" and config.zsr_weight > 0 else None)
         self.loss_fn = GSPLoss(create_loss(config.loss, num_classes=len(classes), embed_dim=config.embed_dim),
                                regularizer, weight=config.zsr_weight if regularizer is not None else 0.0

@@ -129,12 +129,12 @@ class Variant:
 
     @classmethod
     def parse(cls, text: str) -> Variant:
-        """``NAME:field=value,...`` with :class:`CachedHeadConfig` int, float or text options, e.g.
-        ``gsp+zsr0.3:pool=gsp,zsr_weight=0.3``."""
+        """``NAME:field=value,...`` with :class:`CachedHeadConfig` int, float, text or bool (``true`` / ``false``)
+        options, e.g. ``gsp+zsr0.3:pool=gsp,zsr_weight=0.3`` or ``gsp+max:pool=gsp,add_max_pool=true``."""
         name, _, body = text.partition(":")
         items = [item.split("=", 1) for item in body.split(",") if item]
-        kinds = {key: kind for key, (kind, _) in option_kinds(CachedHeadConfig).items()
-                 if kind in (int, float, str) and key not in ("seed", "output_dir")}  # set per run
+        kinds = {key: parse_bool if kind is bool else kind for key, (kind, _) in option_kinds(CachedHeadConfig).items()
+                 if kind in (int, float, str, bool) and key not in ("seed", "output_dir")}  # set per run
         unknown = sorted({item[0] for item in items} - set(kinds))
         if not name or unknown or any(len(item) != 2 or not item[1] for item in items):
             raise ValueError(f"--variant {text!r}: expected NAME:field=value,... with fields from {sorted(kinds)}; "
@@ -147,6 +147,14 @@ class Variant:
     def config(self, base: CachedHeadConfig, seed: int, output_dir: Path) -> CachedHeadConfig:
         """``base`` with the overrides and ``seed``, running in ``output_dir``."""
         return dataclasses.replace(base, seed=seed, output_dir=str(output_dir), **self.overrides)
+
+
+def parse_bool(text: str) -> bool:
+    """``'true'`` / ``'false'`` (any case) -> bool; anything else is a ``ValueError``."""
+    value = {"true": True, "false": False}.get(text.lower())
+    if value is None:
+        raise ValueError(f"expected true or false, got {text!r}")
+    return value
 
 
 def train_variant(variant: Variant, base: CachedHeadConfig, seed: int, train: FeatureSplit, test: FeatureSplit,

@@ -141,3 +141,17 @@ def test_variants_override_the_base_recipe(tmp_path):
         Variant.parse("g:gamma=high")
     with pytest.raises(ValueError, match="zsr_weight must be"):
         Variant.parse("g:zsr_weight=2").config(config, seed=0, output_dir=tmp_path)
+
+
+def test_official_gsp_options_reach_the_pool_the_regulariser_and_the_export(tmp_path):
+    variant = Variant.parse("gmp+max:pool=gsp,gsp_head=gmp,add_max_pool=TRUE,zsr_class_embedding_init=unit")
+    config = variant.config(tiny_config(tmp_path / "base", epochs=1), seed=0, output_dir=tmp_path / "run")
+    data = splits((4, 1280))
+    task = CachedHeadTask(config, data["train"], data["test"], data["validation"])
+    summary = Trainer(task).run()
+    assert task.loss_fn.regularizer.class_embedding_init == "unit"
+    model = gsp_hub.load_model(summary["model_dir"])
+    assert (model.pool.head, model.pool.add_max_pool) == ("gmp", True)
+    assert Variant.parse("g:add_max_pool=false").overrides == {"add_max_pool": False}
+    with pytest.raises(ValueError, match="expected true or false, got 'yes'"):
+        Variant.parse("g:add_max_pool=yes")

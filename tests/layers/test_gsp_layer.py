@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -14,10 +16,11 @@ DIM, K, B, H, W = 8, 5, 3, 4, 5
 N = H * W
 
 
-def make_gsp(ratio: float = 0.3, gamma: float = 5.0, seed: int = 0) -> GSP:
-    """A small GSP whose prototypes have norms 0.5 and 2 (both sides of the unit-ball projection)."""
+def make_gsp(ratio: float = 0.3, gamma: float = 5.0, seed: int = 0, **options: Any) -> GSP:
+    """A small GSP whose prototypes have norms 0.5 and 2 (both sides of the unit-ball projection); ``options`` are
+    further GSP arguments (``head``, ``add_max_pool``: the same prototypes for every option)."""
     torch.manual_seed(seed)
-    layer = GSP(DIM, num_prototypes=K, transport_ratio=ratio, gamma=gamma, memory_size=2 * K)
+    layer = GSP(DIM, num_prototypes=K, transport_ratio=ratio, gamma=gamma, memory_size=2 * K, **options)
     with torch.no_grad():
         norms = torch.tensor([0.5, 2.0]).repeat(K)[:K, None]
         layer.prototypes.copy_(layer.prototypes / layer.prototypes.norm(dim=1, keepdim=True) * norms)
@@ -88,9 +91,12 @@ def test_convex_combination_and_simplex_outputs() -> None:
     torch.testing.assert_close(output.pooled, torch.einsum("bn,bnd->bd", output.weights, features))
 
 
-def test_gradcheck_whole_layer() -> None:
-    """Float64 gradcheck of pooled, attributes and weights w.r.t. the features and the prototype Parameter."""
-    layer = make_gsp(ratio=0.4, gamma=3.0).double()
+@pytest.mark.parametrize("options", [{}, {"head": "gmp"}, {"add_max_pool": True},
+                                     {"head": "gmp", "add_max_pool": True}])
+def test_gradcheck_whole_layer(options: dict) -> None:
+    """Float64 gradcheck of pooled, attributes and weights w.r.t. the features and the prototype Parameter, for the
+    default layer and each official variant of its pooled vector."""
+    layer = make_gsp(ratio=0.4, gamma=3.0, **options).double()
     features = make_features(dtype=torch.float64)[:2, :6].requires_grad_()
 
     def run(x: torch.Tensor, prototypes: torch.Tensor) -> tuple[torch.Tensor, ...]:

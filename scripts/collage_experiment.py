@@ -62,10 +62,10 @@ import gsp_hub
 from gsp_hub.data import (
     build_tin_collage,
     build_tin_superclass_collage,
-    collage_location_cells,
     load_image_dataset,
 )
 from gsp_hub.metrics import retrieval_metrics
+from gsp_hub.train.baselines import target_cell_locations, target_cell_mass
 from gsp_hub.train.cached_head import CachedHeadConfig, CachedHeadNetwork, FeatureSplit, build_model
 from gsp_hub.train.commands import configure_logging
 from gsp_hub.train.feature_cache import CHUNK_SIZE, cache_maps, load_cache
@@ -121,25 +121,18 @@ def cached_split(args: argparse.Namespace, split: str, per_class: int | None) ->
 
 
 # -------------------------------------------------------------------------------------------------------- measure
-def target_cell_mask(target_cell: torch.Tensor, num_locations: int) -> torch.Tensor:
-    """(M,) target cells -> (M, N) bool, True at the map locations inside the target tile."""
-    cells = torch.as_tensor(collage_location_cells(math.isqrt(num_locations)))
-    return cells[None, :] == target_cell[:, None]
-
-
 @torch.no_grad()
 def target_mass(network: CachedHeadNetwork, split: FeatureSplit, target_cell: torch.Tensor,
                 batch_size: int = 500) -> float:
     """Mean pooling-weight mass on the target tile over the split (GSP weights (M, N); 0.25 for GAP = uniform)."""
-    masses = []
-    for features, cells in zip(split.features.split(batch_size), target_cell.split(batch_size)):
+    weights = []
+    for features in split.features.split(batch_size):
         tokens = network.local_features(features)
-        part = target_cell_mask(cells, tokens.shape[1])
         _, aux = network.model.forward_head(tokens, pre_logits=True, return_aux=True)
-        if aux is None:
-            return part.float().mean().item()  # uniform pooling: the tile's share of the locations
-        masses.append((aux.weights * part).sum(1))
-    return torch.cat(masses).mean().item()
+        if aux is None:  # uniform pooling: the tile's share of the locations
+            return target_cell_locations(target_cell[:1], tokens.shape[1]).float().mean().item()
+        weights.append(aux.weights)
+    return target_cell_mass(torch.cat(weights), target_cell)
 
 
 @torch.no_grad()
@@ -148,7 +141,7 @@ def frozen_references(test: FeatureSplit, target_cell: torch.Tensor,
     """Untrained references on the 1280-d frozen map (of the untrained ``frozen`` network's backbone, when the cache
     holds earlier maps): GAP over all 16 locations, and the oracle (target tile only)."""
     features = torch.cat([frozen.local_features(part) for part in test.features.split(500)])  # (M, N, 1280)
-    mask = target_cell_mask(target_cell, features.shape[1]).float()
+    mask = target_cell_locations(target_cell, features.shape[1]).float()
     oracle = (features * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
     return {
         "frozen GAP (1280-d)": {**retrieval_metrics(features.mean(1), test.labels), "target_mass": 0.25},

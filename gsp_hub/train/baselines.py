@@ -38,6 +38,7 @@ __all__ = [
     "raw_pixels",
     "reports_target_mass",
     "retrieval_and_target_mass",
+    "target_cell_locations",
     "target_cell_mass",
 ]
 
@@ -79,16 +80,22 @@ def reports_target_mass(model: nn.Module, rows: Dataset) -> bool:
     return TARGET_CELL_COLUMN in rows.column_names and hasattr(getattr(model, "pool", None), "location_weights")
 
 
-def target_cell_mass(weights: Tensor, target_cells: Tensor) -> float | None:
-    """Mean pooling weight on the label tile's cell: ``weights`` (M, N) of an H x H map (rows sum to 1, locations
-    row-major), ``target_cells`` (M,) in 0-3. None when the map is not an even square (a location would straddle
+def target_cell_locations(target_cells: Tensor, num_locations: int) -> Tensor | None:
+    """(M, N) bool, True at the locations of an H x H map (N = H * H, row-major) that lie in each image's label
+    tile cell (``target_cells`` (M,) in 0-3). None when the map is not an even square (a location would straddle
     two cells)."""
-    side = math.isqrt(weights.shape[1])
-    if side * side != weights.shape[1] or side % 2:
+    side = math.isqrt(num_locations)
+    if side * side != num_locations or side % 2:
         return None
     cells = torch.as_tensor(collage_location_cells(side))  # (N,)
-    on_target = cells[None, :] == target_cells[:, None]  # (M, N)
-    return float((weights.double() * on_target).sum(dim=1).mean())
+    return cells[None, :] == target_cells[:, None]
+
+
+def target_cell_mass(weights: Tensor, target_cells: Tensor) -> float | None:
+    """Mean pooling weight on the label tile's cell: ``weights`` (M, N) of an H x H map (rows sum to 1, locations
+    row-major), ``target_cells`` (M,) in 0-3. None when the map is not an even square."""
+    on_target = target_cell_locations(target_cells, weights.shape[1])  # (M, N)
+    return None if on_target is None else float((weights.double() * on_target).sum(dim=1).mean())
 
 
 class EmbeddingsAndLocationWeights(nn.Module):
@@ -101,9 +108,10 @@ class EmbeddingsAndLocationWeights(nn.Module):
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         features = self.model.forward_features(images)  # (B, h, w, C)
-        embeddings = self.model.forward_head(features, pre_logits=True)
-        weights = self.model.pool.location_weights(self.model.embed(features).flatten(1, 2))
-        return embeddings, weights
+        embeddings, transport = self.model.forward_head(features, pre_logits=True, return_aux=True)
+        if transport is not None:  # GSP: the weights of the solve that pooled the embeddings
+            return embeddings, transport.weights
+        return embeddings, self.model.pool.location_weights(self.model.embed(features).flatten(1, 2))
 
 
 def retrieval_and_target_mass(model: nn.Module, loader: DataLoader, accelerator: Accelerator,

@@ -119,26 +119,33 @@ def build_tin_collage(
         {"bytes": png_bytes(compose_grid([tiles[r] for r in row])), "path": None}
         for row in tqdm(tile_rows.tolist(), desc=f"TIN-Collage {split}", unit="img", disable=not progress)
     ]
-    features = Features({
-        IMAGE_COLUMN: Image(),
-        LABEL_COLUMN: rows.features[LABEL_COLUMN],
-        "target_cell": Value("int64"),
-        "tile_rows": Sequence(Value("int64"), length=COLLAGE_GRID**2),
-    })
-    info = DatasetInfo(features=features, description=(
+    description = (
         f"TIN-Collage {split}: {count} 128x128 collages, labels {spec.label_classes.start}-"
         f"{spec.label_classes.stop - 1} from Tiny-ImageNet {spec.source_split!r}, backgrounds "
         f"{COLLAGE_BACKGROUND_CLASSES.start}-{COLLAGE_BACKGROUND_CLASSES.stop - 1}, images_per_class={per_class}, "
         f"seed={seed}"
-    ))
-    table = InMemoryTable.from_pydict(features.encode_batch({
-        IMAGE_COLUMN: encoded, LABEL_COLUMN: labels[targets].tolist(), "target_cell": cells.tolist(),
-        "tile_rows": tile_rows.tolist(),
-    }), schema=features.arrow_schema)
-    # The content is a function of (source rows, split, per_class, seed): fingerprint that instead of hashing
-    # ~700 MB of PNG bytes.
-    fingerprint = Hasher.hash(("tin-collage-v1", rows._fingerprint, split, per_class, seed))
-    return Dataset(table, info=info, fingerprint=fingerprint)
+    )
+    columns = {IMAGE_COLUMN: encoded, LABEL_COLUMN: labels[targets].tolist(), "target_cell": cells.tolist(),
+               "tile_rows": tile_rows.tolist()}
+    return collage_dataset(columns, rows.features[LABEL_COLUMN], description,
+                           ("tin-collage-v1", rows._fingerprint, split, per_class, seed))
+
+
+def collage_dataset(columns: dict[str, list], label: ClassLabel, description: str, fingerprint_of: tuple,
+                    extra_features: dict[str, Any] | None = None) -> Dataset:
+    """A collage split as a ``Dataset``: ``columns`` image (PNG byte dicts), label (``label`` its ClassLabel),
+    target_cell, any ``extra_features`` and tile_rows (4 source rows per collage). The content is a function of
+    ``fingerprint_of`` (source fingerprints and the build arguments): it is hashed instead of the PNG bytes."""
+    features = Features({
+        IMAGE_COLUMN: Image(),
+        LABEL_COLUMN: label,
+        "target_cell": Value("int64"),
+        **(extra_features or {}),
+        "tile_rows": Sequence(Value("int64"), length=COLLAGE_GRID**2),
+    })
+    table = InMemoryTable.from_pydict(features.encode_batch(columns), schema=features.arrow_schema)
+    return Dataset(table, info=DatasetInfo(features=features, description=description),
+                   fingerprint=Hasher.hash(fingerprint_of))
 
 
 def collage_location_cells(map_size: int) -> np.ndarray:

@@ -46,15 +46,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Image, Sequence, Value
-from datasets.fingerprint import Hasher
-from datasets.table import InMemoryTable
+from datasets import ClassLabel, Dataset, DatasetDict
 from tqdm.auto import tqdm
 
 from gsp_hub.checks import check_int
 from gsp_hub.data.collage import (
     COLLAGE_GRID,
     COLLAGE_TILE_SIZE,
+    collage_dataset,
     compose_grid,
     decode_tiles,
     distinct_draws,
@@ -162,31 +161,26 @@ def build_tin_superclass_collage(
         for row in tqdm(positions, desc=f"TIN-SuperCollage {split}", unit="img", disable=not progress)
     ]
     fine_labels = labels[targets]
-    features = Features({
-        IMAGE_COLUMN: Image(),
-        LABEL_COLUMN: ClassLabel(names=list(TIN_SUPERCLASS_NAMES)),
-        "target_cell": Value("int64"),
-        "fine_label": sources["train"].features[LABEL_COLUMN],
-        "tile_rows": Sequence(Value("int64"), length=COLLAGE_GRID**2),
-    })
     side = COLLAGE_GRID * tile_size
-    info = DatasetInfo(features=features, description=(
+    description = (
         f"TIN-SuperCollage {split}: {count} {side}x{side} collages labelled by 16 Tiny-ImageNet super-classes "
         f"({len(spec.fine_classes)} fine classes from {' + '.join(spec.label_sources)}), nuisance tiles from "
         f"{len(TIN_NUISANCE_CLASSES)} classes of 4 other super-classes, tile_size={tile_size}, "
         f"images_per_class={per_class}, seed={seed}"
-    ))
-    table = InMemoryTable.from_pydict(features.encode_batch({
+    )
+    columns = {
         IMAGE_COLUMN: encoded,
         LABEL_COLUMN: [_SUPERCLASS_OF_FINE[fine] for fine in fine_labels.tolist()],
         "target_cell": cells.tolist(),
         "fine_label": fine_labels.tolist(),
         "tile_rows": tile_rows.tolist(),
-    }), schema=features.arrow_schema)
-    # The content is a function of the source rows and the arguments: fingerprint those, not the PNG bytes.
-    fingerprint = Hasher.hash(("tin-supercollage-v1", *(sources[name]._fingerprint for name in _SOURCE_SPLITS),
-                               split, tile_size, per_class, seed))
-    return Dataset(table, info=info, fingerprint=fingerprint)
+    }
+    return collage_dataset(
+        columns, ClassLabel(names=list(TIN_SUPERCLASS_NAMES)), description,
+        ("tin-supercollage-v1", *(sources[name]._fingerprint for name in _SOURCE_SPLITS), split, tile_size,
+         per_class, seed),
+        extra_features={"fine_label": sources["train"].features[LABEL_COLUMN]},
+    )
 
 
 def area_reduce(tiles: np.ndarray, factor: int) -> np.ndarray:

@@ -19,6 +19,12 @@ The pooling becomes a :class:`SwappedPool` that gives the replaced pooling's out
 ``attn_pool``: swap after it. A swapped model trains, saves its ``state_dict`` and exports with ``torch.export`` /
 ONNX; to publish a pooled model on the Hub, use :class:`~gsp_hub.models.MetricNet` (timm's Hub format records only
 timm's own pooling names).
+
+One factory makes every gsp_hub pooling: :func:`gsp_hub.layers.create_pool`, called here and by
+:class:`~gsp_hub.models.MetricNet` (what ``gsp-hub train --backbone resnet50 --pretrained`` builds: timm's pretrained
+backbone, then the same pooling module). MetricNet differs in where the pooling sits, not in how it is made: it embeds
+every location (the papers' head, 2048 -> 512 for ResNet-50) before pooling, where a swapped pooling pools the
+backbone's own channels for the model's classifier.
 """
 
 from __future__ import annotations

@@ -320,6 +320,9 @@ class TrainConfig(RunConfig):
     img_size: int = option(64, "square input size in pixels (0: the model's default data config)", group="model",
                            minimum=0)
     channels_last: bool = option(False, "run the model in channels-last memory format", group="model")
+    compile: bool = option(False, "torch.compile the model for training, in place (the first steps compile it; "
+                           "checkpoints and the exported model are unchanged; GSP's transport skips its "
+                           "host-side NaN check under compile)", group="model")
 
     # data
     dataset: str | InMemoryDataset = option(

@@ -189,7 +189,8 @@ class RunConfig:
     eval_every: int = option(1, "evaluate every N epochs (and always at the end)", group="run", minimum=1)
     eval_at_start: bool = option(dataclasses.MISSING, "evaluate the untrained model first (the baselines in "
                                  "metrics.json)", group="run")
-    log_every: int = option(10, "log the training loss every N optimizer steps", group="run", minimum=1)
+    log_every: int = option(10, "log the training loss and throughput (images/s) every N optimizer steps",
+                            group="run", minimum=1)
     cpu: bool = option(False, "run on the CPU even if a GPU is available", group="run")
 
     def __post_init__(self) -> None:

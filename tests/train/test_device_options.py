@@ -1,6 +1,10 @@
-"""The GPU-path options of a run: DataLoader pinning and persistent workers set by the device, ``--compile``."""
+"""The GPU-path options of a run: DataLoader pinning and persistent workers set by the device, ``--compile``, and
+the throughput each logged step reports."""
 
 from __future__ import annotations
+
+import logging
+import re
 
 import pytest
 import safetensors.torch
@@ -67,3 +71,12 @@ def test_a_compiled_run_trains_like_the_eager_run_and_saves_the_same_parameter_n
     torch._dynamo.reset()
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
     assert parameter_names[True] == parameter_names[False]
+
+
+def test_each_logged_step_reports_its_throughput(tmp_path, tiny_dataset, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    train(tiny_config(tmp_path / "run", tiny_dataset, max_steps=3, epochs=1, log_every=1))
+    lines = re.findall(r"step (\d+): loss [\d.]+, lr [\d.e+-]+, ([\d.]+) s per step, ([\d.]+) images/s", caplog.text)
+    assert [int(step) for step, _, _ in lines] == [1, 2, 3]
+    for _, seconds, images_per_second in lines:  # 16 images per step (the seconds are rounded to 1 ms)
+        assert float(images_per_second) == pytest.approx(16 / float(seconds), rel=0.02)

@@ -13,6 +13,7 @@ import yaml
 from train_fixtures import tiny_config
 
 from gsp_hub.cli import build_parser
+from gsp_hub.hub import from_pretrained
 from gsp_hub.train import BatchOutputs, Callback, MetricLearningTask, Trainer, train
 from gsp_hub.train.commands import config_from_args
 from gsp_hub.train.data import loader_options
@@ -71,6 +72,18 @@ def test_a_compiled_run_trains_like_the_eager_run_and_saves_the_same_parameter_n
     torch._dynamo.reset()
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
     assert parameter_names[True] == parameter_names[False]
+
+
+def test_a_channels_last_run_exports_its_trained_weights(tmp_path, tiny_dataset) -> None:
+    """The conv weights of a channels-last model are not contiguous; the export stores them all the same."""
+    output = tmp_path / "run"
+    summary = train(tiny_config(output, tiny_dataset, channels_last=True, max_steps=2, epochs=1))
+    assert summary["steps"] == 2
+    checkpoint = safetensors.torch.load_file(str(output / "checkpoints" / "checkpoint_0" / "model.safetensors"))
+    exported = from_pretrained(output / "model").state_dict()
+    assert exported.keys() == {name.removeprefix("model.") for name in checkpoint}
+    for name, tensor in exported.items():
+        torch.testing.assert_close(tensor, checkpoint[f"model.{name}"], rtol=0, atol=0, msg=name)
 
 
 def test_each_logged_step_reports_its_throughput(tmp_path, tiny_dataset, caplog) -> None:

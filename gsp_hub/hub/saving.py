@@ -13,6 +13,7 @@ config (:mod:`gsp_hub.hub.card`). Everything is validated first, then written at
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import timm
+import torch
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from timm.models import save_for_hf
@@ -289,6 +291,9 @@ def save_pretrained(
     )
     target = _checked_target(directory)
     reload_args = {"backbone_pretrained": False} if "backbone_pretrained" in getattr(model, "_model_args", {}) else None
+    if not all(tensor.is_contiguous() for tensor in model.state_dict().values()):
+        # e.g. a model trained channels-last: safetensors stores contiguous tensors only (same values, copied)
+        model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     with atomic_directory(target) as staging:
         save_for_hf(model, staging, model_args=reload_args, safe_serialization=True, data_config=data_config)
         config = json.loads((staging / CONFIG_NAME).read_text(encoding="utf-8"))

@@ -94,7 +94,8 @@ class ClassBalancedPool:
     def __call__(self, draw: int) -> tuple[Tensor, Tensor]:
         subset = with_image_transform(self.dataset.select(self.indices(draw)), self.transform)
         accelerator = self.accelerator
-        loader = prepare_data_loader(eval_loader(subset, self.batch_size, num_workers=0), accelerator.device,
+        plain_loader = eval_loader(subset, self.batch_size, num_workers=0, device=accelerator.device)
+        loader = prepare_data_loader(plain_loader, accelerator.device,
                                      num_processes=accelerator.num_processes, process_index=accelerator.process_index,
                                      put_on_device=True)
         was_training = self.network.training

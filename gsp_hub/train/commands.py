@@ -202,7 +202,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     model = source.load()
     transform = create_image_transforms(model, input_size=args.img_size or None).eval
     dataset = with_image_transform(getattr(splits, args.split), transform)
-    network, loader = accelerator.prepare(model, eval_loader(dataset, args.batch_size, args.num_workers))
+    loader = eval_loader(dataset, args.batch_size, args.num_workers, accelerator.device)
+    network, loader = accelerator.prepare(model, loader)
     embeddings, labels = embed_split(network, loader, accelerator)
     num_queries = splits.num_test_queries if args.split == "test" else 0
     metrics = split_retrieval_metrics(embeddings, labels, num_queries)

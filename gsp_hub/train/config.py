@@ -189,7 +189,8 @@ class RunConfig:
     eval_every: int = option(1, "evaluate every N epochs (and always at the end)", group="run", minimum=1)
     eval_at_start: bool = option(dataclasses.MISSING, "evaluate the untrained model first (the baselines in "
                                  "metrics.json)", group="run")
-    log_every: int = option(10, "log the training loss every N optimizer steps", group="run", minimum=1)
+    log_every: int = option(10, "log the training loss and throughput (images/s) every N optimizer steps",
+                            group="run", minimum=1)
     cpu: bool = option(False, "run on the CPU even if a GPU is available", group="run")
 
     def __post_init__(self) -> None:
@@ -320,6 +321,9 @@ class TrainConfig(RunConfig):
     img_size: int = option(64, "square input size in pixels (0: the model's default data config)", group="model",
                            minimum=0)
     channels_last: bool = option(False, "run the model in channels-last memory format", group="model")
+    compile: bool = option(False, "torch.compile the model for training, in place (the first steps compile it; "
+                           "checkpoints and the exported model are unchanged; GSP's transport skips its "
+                           "host-side NaN check under compile)", group="model")
 
     # data
     dataset: str | InMemoryDataset = option(

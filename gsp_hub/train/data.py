@@ -47,6 +47,7 @@ __all__ = [
     "eval_loader",
     "load_dataset_splits",
     "load_run_data",
+    "loader_options",
     "prepare_eval_loaders",
     "seeded_random_state",
     "train_loader",
@@ -201,10 +202,21 @@ def load_run_data(config: TrainConfig, splits: DatasetSplits, model: nn.Module) 
     )
 
 
+def loader_options(num_workers: int, device: torch.device | str) -> dict[str, Any]:
+    """The DataLoader options every loader of a run shares: ``num_workers`` worker processes, kept alive between
+    passes over the loader (``persistent_workers``, when there are any: the evaluation loaders are iterated at every
+    evaluation), and batches in pinned (page-locked) host memory when they go to a CUDA ``device`` (faster copies to
+    the GPU; on the CPU pinning would only cost a copy)."""
+    return {"num_workers": num_workers, "persistent_workers": num_workers > 0,
+            "pin_memory": torch.device(device).type == "cuda"}
+
+
 def train_loader(
-    data: RunData, config: TrainConfig, *, epoch: int, skip_batches: int, num_replicas: int, rank: int
+    data: RunData, config: TrainConfig, *, epoch: int, skip_batches: int, num_replicas: int, rank: int,
+    device: torch.device | str,
 ) -> DataLoader:
-    """This process's m-per-class batches of ``epoch``, without the first ``skip_batches`` (already trained on)."""
+    """This process's m-per-class batches of ``epoch``, without the first ``skip_batches`` (already trained on),
+    loaded for ``device`` (:func:`loader_options`)."""
     sampler = MPerClassBatchSampler(
         np.asarray(data.splits.train["label"]), config.m_per_class, config.batch_size,
         num_replicas=num_replicas, rank=rank, seed=config.seed,
@@ -216,16 +228,17 @@ def train_loader(
         data.train,
         batch_sampler=batches,
         collate_fn=collate_image_batch,
-        num_workers=config.num_workers,
         generator=torch.Generator().manual_seed(config.seed + epoch),  # never draws from the global RNG
+        **loader_options(config.num_workers, device),
     )
 
 
-def eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
-    """Sequential batches of ``(images, labels)`` for embedding a split."""
+def eval_loader(dataset: Dataset, batch_size: int, num_workers: int,
+                device: torch.device | str = "cpu") -> DataLoader:
+    """Sequential batches of ``(images, labels)`` for embedding a split on ``device`` (:func:`loader_options`)."""
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_image_batch,
-        generator=torch.Generator().manual_seed(0),
+        dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_image_batch,
+        generator=torch.Generator().manual_seed(0), **loader_options(num_workers, device),
     )
 
 
@@ -233,7 +246,7 @@ def prepare_eval_loaders(accelerator: Any, test: Dataset, validation: Dataset | 
                          num_workers: int) -> tuple[DataLoader, DataLoader | None]:
     """The test and (if any) validation loaders of :func:`eval_loader`, prepared by ``accelerator`` (sharded over
     processes, gathered with ``gather_for_metrics``)."""
-    test_loader = accelerator.prepare(eval_loader(test, batch_size, num_workers))
-    validation_loader = (None if validation is None
-                         else accelerator.prepare(eval_loader(validation, batch_size, num_workers)))
-    return test_loader, validation_loader
+    def prepared(dataset: Dataset) -> DataLoader:
+        return accelerator.prepare(eval_loader(dataset, batch_size, num_workers, accelerator.device))
+
+    return prepared(test), None if validation is None else prepared(validation)

@@ -61,7 +61,7 @@ from gsp_hub.models.taps import TeacherTaps
 from gsp_hub.train.artifacts import export_model
 from gsp_hub.train.callbacks import BatchOutputs, Callback
 from gsp_hub.train.config import describe_dataset
-from gsp_hub.train.data import SeededBatchDataset, eval_loader
+from gsp_hub.train.data import SeededBatchDataset, eval_loader, loader_options
 from gsp_hub.train.distill import DistillConfig
 from gsp_hub.train.engine import CHECKPOINTS_DIR_NAME, Task, Trainer, TrainingStep
 from gsp_hub.train.evaluation import predict
@@ -223,7 +223,7 @@ class DistillationTask(Task):
             teacher = TeacherTaps(self.teacher, tuple(self.model.grid_sizes), self.model.grid_sizes)
             # Rows are often stored by class: a seeded shuffle makes the first --target-batches cover every class.
             plain = self.plain_train.shuffle(seed=config.seed)
-            loader = eval_loader(plain, config.batch_size, config.num_workers)
+            loader = eval_loader(plain, config.batch_size, config.num_workers, accelerator.device)
             batches = ((images.to(accelerator.device), labels) for images, labels in loader)
             locations = collect_teacher_locations(teacher, tqdm(batches, desc="teacher locations", leave=False),
                                                   max_batches=config.target_batches or None)
@@ -253,8 +253,8 @@ class DistillationTask(Task):
         batches = _epoch_batches(len(self.train_data), config.batch_size, seed=config.seed, epoch=epoch,
                                  num_replicas=num_replicas, rank=rank)
         return DataLoader(self.train_data, batch_sampler=SkipBatchSampler(batches, skip),
-                          collate_fn=collate_image_batch, num_workers=config.num_workers,
-                          generator=torch.Generator().manual_seed(config.seed + epoch))
+                          collate_fn=collate_image_batch, generator=torch.Generator().manual_seed(config.seed + epoch),
+                          **loader_options(config.num_workers, self.accelerator.device))
 
     def training_step(self, network: nn.Module, batch: Any, step: int) -> TrainingStep:
         images, labels = (tensor.to(self.accelerator.device) for tensor in batch)

@@ -342,11 +342,27 @@ class Trainer:
         state.step += 1
         bar.set_postfix(loss=f"{step.loss.item():.4f}", step=state.step)
         if state.step % config.log_every == 0:
-            self.accelerator.log({**step.log_values(), "train/lr": self.optimizer.param_groups[0]["lr"]},
-                                 step=state.step)
+            self.log_step(step)
         if config.save_every and state.step % config.save_every == 0:
             self.save_checkpoint()
         return self.should_stop()
+
+    def log_step(self, step: TrainingStep) -> None:
+        """Log the step's loss and learning rate (tensorboard) and the training throughput since the last log or the
+        start of the epoch (tensorboard and a log line): seconds per optimizer step and images per second over all
+        processes, timed from the end of one logged step to the end of the next, as timm's ``train.py`` times its
+        updates (data loading, logging and checkpoints in between included)."""
+        config, state = self.config, self.state
+        now = time.perf_counter()
+        seconds = now - self.throughput_since
+        steps = state.step - self.throughput_step
+        images_per_second = steps * config.batch_size * config.grad_accum * self.accelerator.num_processes / seconds
+        learning_rate = self.optimizer.param_groups[0]["lr"]
+        self.accelerator.log({**step.log_values(), "train/lr": learning_rate,
+                              "train/images_per_second": images_per_second}, step=state.step)
+        logger.info("step %d: loss %.4f, lr %.3g, %.3f s per step, %.1f images/s", state.step, step.loss.item(),
+                    learning_rate, seconds / steps, images_per_second)
+        self.throughput_since, self.throughput_step = now, state.step
 
     def end_epoch(self, bar: tqdm) -> bool:
         """Close the epoch's bar; True (and the next epoch starts) unless the epoch stopped before its end."""
@@ -365,6 +381,7 @@ class Trainer:
                                           num_replicas=accelerator.num_processes, rank=accelerator.process_index)
         bar = self.epoch_progress_bar()
         self.network.train()
+        self.throughput_since, self.throughput_step = time.perf_counter(), state.step  # what log_step measures
         for batch in itertools.islice(batches, self.batches_per_epoch - state.batch_in_epoch):
             with accelerator.accumulate(self.network):
                 step = self.task.training_step(self.network, batch, state.step)

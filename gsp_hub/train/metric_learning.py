@@ -268,6 +268,8 @@ class MetricLearningTask(Task):
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.network = EmbeddingsAndAttributes(self.model)
+        if config.compile:
+            self.network.compile()  # in place: the parameter names in checkpoints stay those of the model
         self.test_data, self.validation_data = self.data.test, self.data.validation
 
     def create_optimizer(self) -> torch.optim.Optimizer:
@@ -296,7 +298,7 @@ class MetricLearningTask(Task):
 
     def train_batches(self, epoch: int, *, skip: int, num_replicas: int, rank: int) -> Iterable[Any]:
         return train_loader(self.data, self.config, epoch=epoch, skip_batches=skip, num_replicas=num_replicas,
-                            rank=rank)
+                            rank=rank, device=self.device)
 
     def training_step(self, network: nn.Module, batch: Any, step: int) -> TrainingStep:
         images, labels = batch

@@ -55,6 +55,7 @@ class LossRecorder(Callback):
         self.losses.append(outputs.loss)
 
 
+@pytest.mark.slow  # torch.compile with an empty cache: about 2 minutes on 2 CPU cores
 def test_a_compiled_run_trains_like_the_eager_run_and_saves_the_same_parameter_names(tmp_path, tiny_dataset) -> None:
     """2 steps each: the compiled network runs through torch.compile (dynamo compiled graphs), its losses are the
     eager run's (the second one after an optimizer step) up to inductor's reordering of float operations, and its

@@ -5,13 +5,17 @@ holds a Fashion-MNIST image of the label class (the *label tile*); the three oth
 of images that is never a label (the *nuisance*). A pooling that ignores the digits retrieves by the label tile
 alone; raw pixels, and an average over all four cells, see mostly digits.
 
-==============  =========================  ===========================  =====================
-split           label classes              collages                      nuisance digits
-==============  =========================  ===========================  =====================
-``train``       0-4 T-shirt/top ... Coat   3,000 (600 per class)         rows 0-299 of each
-``validation``  5-6 Sandal, Shirt          400 (200 per class)           rows 300-399 of each
-``test``        7-9 Sneaker, Bag, Boot     900 (300 per class)           rows 400-499 of each
-==============  =========================  ===========================  =====================
+==============  =========================  ==================================  =====================
+split           label classes              collages                             nuisance digits
+==============  =========================  ==================================  =====================
+``train``       0-4 T-shirt/top ... Coat   9,000 (600 images per class, x 3)    rows 0-299 of each
+``validation``  5-6 Sandal, Shirt          1,200 (600 per class)                rows 300-399 of each
+``test``        7-9 Sneaker, Bag, Boot     900 (300 per class)                  rows 400-499 of each
+==============  =========================  ==================================  =====================
+
+Every train label image appears in three collages, each in its own random cell among other digits: the model sees
+the same item against changing nuisance, which is what it must learn to ignore (with one collage per image, val and
+test selection was noisier and the label-tile weight lower; ``benchmarks/RESULTS.md``, "Fashion-Collage").
 
 As in the paper (train on some fine classes, test on unseen ones), no label class of ``validation`` or ``test``
 is seen in training; every split takes its digits from its own images (of all ten digits). Label tiles are the
@@ -24,7 +28,7 @@ Columns: ``image`` (64x64, mode ``L``), ``label`` (``ClassLabel`` of the 10 Fash
 The build is a pure function of the shipped arrays and ``seed`` (numpy ``Generator`` streams): the same bytes
 every time, in about a second.
 
-    collages = load_fashion_collage()      # DatasetDict(train=3000, validation=400, test=900)
+    collages = load_fashion_collage()      # DatasetDict(train=9000, validation=1200, test=900)
 """
 
 from __future__ import annotations
@@ -55,17 +59,19 @@ _TILE_SIZE = 28
 
 @dataclass(frozen=True)
 class FashionCollageSplit:
-    """Where a split takes its tiles: label classes, collages per class, its digit rows (per digit), RNG stream."""
+    """Where a split takes its tiles: label classes, label images per class, its digit rows (per digit), RNG
+    stream, and the collages made of each label image (``copies``, each with its own cell and digits)."""
 
     label_classes: range
     per_class: int
     digit_rows: range
     stream: int
+    copies: int = 1
 
 
 FASHION_COLLAGE_SPLITS: dict[str, FashionCollageSplit] = {
-    "train": FashionCollageSplit(range(0, 5), 600, range(0, 300), 0),
-    "validation": FashionCollageSplit(range(5, 7), 200, range(300, 400), 1),
+    "train": FashionCollageSplit(range(0, 5), 600, range(0, 300), 0, copies=3),
+    "validation": FashionCollageSplit(range(5, 7), 600, range(300, 400), 1),
     "test": FashionCollageSplit(range(7, 10), 300, range(400, 500), 2),
 }
 
@@ -81,7 +87,7 @@ _INFO = dict(
 
 
 def load_fashion_collage(seed: int = 0) -> DatasetDict:
-    """The embedded collage data set as ``DatasetDict(train=3000, validation=400, test=900)`` (see module docstring).
+    """The embedded collage data set as ``DatasetDict(train=9000, validation=1200, test=900)`` (module docstring).
 
     Args:
         seed: non-negative integer choosing the cells and the digits; 0 is the data set ``gsp-hub train`` uses.
@@ -97,7 +103,8 @@ def load_fashion_collage(seed: int = 0) -> DatasetDict:
     splits = {}
     for name, spec in FASHION_COLLAGE_SPLITS.items():
         rng = np.random.default_rng([seed, spec.stream])
-        targets = np.concatenate([np.flatnonzero(label_ids == c)[: spec.per_class] for c in spec.label_classes])
+        targets = np.concatenate([np.tile(np.flatnonzero(label_ids == c)[: spec.per_class], spec.copies)
+                                  for c in spec.label_classes])  # class by class, each image copies times
         nuisance = np.concatenate([np.flatnonzero(digit_ids == d)[spec.digit_rows] for d in range(10)])
         cells = rng.integers(0, COLLAGE_GRID**2, size=len(targets))
         backgrounds = nuisance[distinct_draws(rng, len(nuisance), len(targets), COLLAGE_GRID**2 - 1)]  # (M, 3)

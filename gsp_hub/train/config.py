@@ -15,7 +15,7 @@ of the factory it goes to at that time too (:meth:`TrainConfig.check_factory_kwa
 The defaults are the no-argument job: a GSP model (timm ``test_resnet``, a 0.4 M-parameter ResNet, at output stride
 8: 64x64 inputs give 8x8 local features, 4x4 locations per collage cell; GSP with the training defaults of
 :data:`GSP_TRAINING_DEFAULTS`) trained from scratch with multi-similarity + ZSR (class embeddings initialised
-``'unit'``) for 6 epochs on the embedded Fashion-Collage (:func:`gsp_hub.data.load_fashion_collage`: one Fashion-MNIST
+``'unit'``) for 4 epochs on the embedded Fashion-Collage (:func:`gsp_hub.data.load_fashion_collage`: one Fashion-MNIST
 label tile among three MNIST digits), on its own class splits (classes 0-4 train, 5-6 validation, 7-9 test; batches
 of all 5 training classes x 12 images). Greyscale images are decoded to RGB like any other (``in_chans`` stays 3).
 The job also reports what it must beat: raw-pixel nearest neighbours and the untrained model, and how much of the
@@ -386,7 +386,7 @@ class TrainConfig(RunConfig):
     weight_decay: float = shared_option("weight_decay", 1e-4)
     loss_lr_scale: float = option(1.0, "learning-rate multiplier of the loss parameters (proxies, ZSR class "
                                   "embeddings); proxy-anchor usually wants 100", group="optimisation", minimum=0.0)
-    epochs: int = shared_option("epochs", 6)
+    epochs: int = shared_option("epochs", 4)
 
     # run
     output_dir: str = shared_option("output_dir", "runs/train")

@@ -54,7 +54,7 @@ def test_the_same_bytes_on_every_build_and_another_seed_differs(collages: Datase
 
 
 def test_sizes_columns_and_class_disjoint_splits(collages: DatasetDict) -> None:
-    assert {name: len(rows) for name, rows in collages.items()} == {"train": 3000, "validation": 400, "test": 900}
+    assert {name: len(rows) for name, rows in collages.items()} == {"train": 9000, "validation": 1200, "test": 900}
     classes = {name: set(rows["label"]) for name, rows in collages.items()}
     assert classes == {"train": {0, 1, 2, 3, 4}, "validation": {5, 6}, "test": {7, 8, 9}}
     assert not classes["test"] & (classes["train"] | classes["validation"])
@@ -85,8 +85,8 @@ def test_label_tiles_are_label_class_images_and_every_other_tile_an_mnist_digit(
                 else:
                     assert centre.tobytes() in allowed and centre.tobytes() not in fashion_tiles, (name, cell)
                     used_digits[name].add(centre.tobytes())
-        for label, tiles in seen_labels.items():  # the first images of the label class, in order
-            expected = fashion_images[fashion_labels == label][: spec.per_class]
+        for label, tiles in seen_labels.items():  # the first images of the label class, in order, copies times
+            expected = np.tile(fashion_images[fashion_labels == label][: spec.per_class], (spec.copies, 1, 1))
             np.testing.assert_array_equal(np.stack(tiles), expected)
     assert not used_digits["test"] & (used_digits["train"] | used_digits["validation"])
     assert not used_digits["train"] & used_digits["validation"]
@@ -102,9 +102,9 @@ def test_it_is_the_default_and_the_zero_shot_protocol_keeps_its_splits() -> None
     assert [sorted(set(getattr(splits, name)["label"])) for name in ("train", "validation", "test")] == [
         [0, 1, 2, 3, 4], [5, 6], [7, 8, 9]]
     assert (splits.num_classes, splits.num_validation_classes, splits.num_test_classes) == (5, 2, 3)
-    assert (len(splits.train), len(splits.validation), len(splits.test)) == (3000, 400, 900)
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (9000, 1200, 900)
     assert splits.test[TARGET_CELL_COLUMN] == dataset["test"][TARGET_CELL_COLUMN]  # the column follows the rows
     unselected = make_splits(dataset, "zero-shot")  # validation_fraction 0 (gsp-hub eval): the same test classes
     assert unselected.validation is None and unselected.test["label"] == splits.test["label"]
     own = make_splits(dataset, "own")
-    assert (len(own.train), len(own.validation), len(own.test)) == (3000, 400, 900)
+    assert (len(own.train), len(own.validation), len(own.test)) == (9000, 1200, 900)

@@ -1,6 +1,6 @@
 """The default job on Fashion-Collage: its baselines (raw-pixel neighbours, the untrained model) and the pooling weight
-on the label tile, in metrics.json and on the card, checked against computations of their own; and a first epoch of
-the default recipe that moves the pooling weight towards the label tile."""
+on the label tile, in metrics.json and on the card, checked against computations of their own; and the first 50
+steps of the default recipe, which move the pooling weight towards the label tile."""
 
 from __future__ import annotations
 

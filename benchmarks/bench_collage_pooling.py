@@ -14,8 +14,9 @@ a choice of recipe may look at.
 Another collage data set, e.g. TIN-SuperCollage end to end (a folder of ``scripts/build_tin_superclass_collage.py``;
 its splits share the 16 labels, hence ``--split-protocol own``), in its own ``--runs-dir``::
 
-    python benchmarks/bench_collage_pooling.py --runs-dir runs/bench_tinsc32 --out benchmarks/tinsc32_e2e.json \
-        -- --dataset data/tinsc32 --split-protocol own --m-per-class 4 --batch-size 64 --epochs 6
+    python benchmarks/bench_collage_pooling.py --runs-dir runs/bench_tinsc32 --out benchmarks/tinsc32_e2e.json \\
+        -- --dataset data/tinsc32 --split-protocol own --m-per-class 4 --batch-size 64 --loss proxy_anchor \\
+        --loss-lr-scale 100 --epochs 8
 
 ``--jobs 2`` runs two jobs side by side at one thread each: the metrics do not depend on it, the run times do
 (they are not reported here; `gsp-hub train` alone, quiet, is timed in RESULTS.md).

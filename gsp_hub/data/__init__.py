@@ -75,6 +75,7 @@ from gsp_hub.data.tin_superclass_collage import (
     TIN_SUPERCOLLAGE_SPLITS,
     SuperCollageSplit,
     build_tin_superclass_collage,
+    build_tin_superclass_collage_dict,
 )
 from gsp_hub.data.tin_superclasses import (
     TIN_NUISANCE_SUPERCLASSES,
@@ -133,6 +134,7 @@ __all__ = [
     "TinSuperClass",
     "build_tin_collage",
     "build_tin_superclass_collage",
+    "build_tin_superclass_collage_dict",
     "collage_location_cells",
     "collate_image_batch",
     "create_image_transforms",

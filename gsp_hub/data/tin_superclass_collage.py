@@ -36,12 +36,21 @@ rows of Tiny-ImageNet's ``train`` split followed by its ``valid`` split, so row 
 
     train = build_tin_superclass_collage("/path/to/tiny-imagenet-200", split="train")   # 12,000 64x64 rows
     test = build_tin_superclass_collage("/path/to/tiny-imagenet-200", split="test", tile_size=64)   # 128x128
+
+All three splits as one ``DatasetDict`` (:func:`build_tin_superclass_collage_dict`), e.g. to train end to end with
+``gsp-hub train --dataset FOLDER --split-protocol own`` once ``scripts/build_tin_superclass_collage.py`` has saved
+it: the splits share the 16 super-class labels, so the data set's *own* splits are the protocol (the zero-shot one
+would split the 16 labels in two).
+
+    splits = build_tin_superclass_collage_dict("/path/to/tiny-imagenet-200",
+                                               images_per_class={"train": 50, "validation": 20, "test": 60})
 """
 
 from __future__ import annotations
 
 import numbers
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +85,7 @@ __all__ = [
     "SuperCollageSplit",
     "area_reduce",
     "build_tin_superclass_collage",
+    "build_tin_superclass_collage_dict",
 ]
 
 SUPERCOLLAGE_TILE_SIZES = (32, 64)  # 64x64 collages (the paper's) or 128x128 (Tiny-ImageNet's own resolution)
@@ -138,9 +148,8 @@ def build_tin_superclass_collage(
     tile_size = _check_tile_size(tile_size)
     seed = check_int("seed", seed, minimum=0, meaning="numpy Generator seed")
     sources = _tin_sources(source)
-    labels = np.concatenate([np.asarray(sources[name][LABEL_COLUMN], dtype=np.int64) for name in _SOURCE_SPLITS])
-    origin = np.repeat(np.arange(len(_SOURCE_SPLITS)), [len(sources[name]) for name in _SOURCE_SPLITS])  # (R,)
-    label_pool = np.isin(origin, [_SOURCE_SPLITS.index(name) for name in spec.label_sources])  # (R,) bool
+    labels, origin = _source_labels(sources)
+    label_pool = _label_pool(origin, spec)
     per_class = _check_images_per_class(images_per_class, labels[label_pool], spec, split)
     rng = np.random.default_rng([seed, spec.stream])
 
@@ -183,6 +192,46 @@ def build_tin_superclass_collage(
     )
 
 
+def build_tin_superclass_collage_dict(
+    source: str | os.PathLike[str] | DatasetDict,
+    *,
+    tile_size: int = 32,
+    images_per_class: int | Mapping[str, int | None] | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> DatasetDict:
+    """The three TIN-SuperCollage splits of :func:`build_tin_superclass_collage` as one ``DatasetDict``.
+
+    Every argument is checked (against the source's class sizes too) before any collage is composed; the source is
+    read once. ``DatasetDict.save_to_disk`` of the result is a ``--dataset`` folder for ``gsp-hub train
+    --split-protocol own`` (``scripts/build_tin_superclass_collage.py`` writes it atomically).
+
+    Args:
+        source, tile_size, seed, progress: as for :func:`build_tin_superclass_collage` (the same ``seed`` for every
+            split; each split draws from its own stream of it).
+        images_per_class: collages per label fine class: None = every image; an int for every split (at most 50,
+            the validation split's size); or a mapping ``{split: int | None}`` (splits left out take every image),
+            e.g. ``{"train": 50, "validation": 20, "test": 60}`` for a shorter CPU run.
+
+    Returns:
+        ``DatasetDict`` with splits ``train``, ``validation``, ``test`` (the columns of
+        :func:`build_tin_superclass_collage`; (2 tile_size)^2 RGB collages).
+    """
+    per_split = _images_per_split(images_per_class)
+    tile_size = _check_tile_size(tile_size)
+    seed = check_int("seed", seed, minimum=0, meaning="numpy Generator seed")
+    sources = DatasetDict(_tin_sources(source))
+    labels, origin = _source_labels(sources)
+    for split, count in per_split.items():
+        spec = TIN_SUPERCOLLAGE_SPLITS[split]
+        _check_images_per_class(count, labels[_label_pool(origin, spec)], spec, split)
+    return DatasetDict({
+        split: build_tin_superclass_collage(sources, split=split, tile_size=tile_size, images_per_class=count,
+                                            seed=seed, progress=progress)
+        for split, count in per_split.items()
+    })
+
+
 def area_reduce(tiles: np.ndarray, factor: int) -> np.ndarray:
     """(U, S, S, C) uint8 -> (U, S/factor, S/factor, C): the mean of every factor x factor block, rounded half up.
 
@@ -214,6 +263,18 @@ def _check_tile_size(tile_size: Any) -> int:
     return int(tile_size)
 
 
+def _images_per_split(images_per_class: Any) -> dict[str, Any]:
+    """``{split: images_per_class}`` for every split; a mapping's keys checked (its values are checked per split)."""
+    if not isinstance(images_per_class, Mapping):
+        return dict.fromkeys(TIN_SUPERCOLLAGE_SPLITS, images_per_class)
+    unknown = sorted(set(images_per_class) - set(TIN_SUPERCOLLAGE_SPLITS), key=str)
+    if unknown:
+        raise ValueError(f"images_per_class has unknown split(s) {unknown}: expected keys among "
+                         f"{list(TIN_SUPERCOLLAGE_SPLITS)} (splits left out take every image); pass e.g. "
+                         "images_per_class={'train': 50, 'validation': 20, 'test': 60}")
+    return {split: images_per_class.get(split) for split in TIN_SUPERCOLLAGE_SPLITS}
+
+
 def _check_images_per_class(images_per_class: Any, label_pool_labels: np.ndarray, spec: SuperCollageSplit,
                             split: str) -> int:
     """Collages per label fine class: ``images_per_class`` checked against the smallest fine class of the split."""
@@ -231,6 +292,19 @@ def _tin_sources(source: str | os.PathLike[str] | DatasetDict) -> dict[str, Data
     if isinstance(source, (str, os.PathLike)):
         source = load_image_dataset(source, split=list(_SOURCE_SPLITS), verify_images=False, progress=False)
     return {name: tin_source_rows(source, name) for name in _SOURCE_SPLITS}
+
+
+def _source_labels(sources: Mapping[str, Dataset]) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, origin), both (R,) over the rows of ``train`` followed by ``valid``: the Tiny-ImageNet class of each
+    row and the index in ``_SOURCE_SPLITS`` of its split."""
+    labels = np.concatenate([np.asarray(sources[name][LABEL_COLUMN], dtype=np.int64) for name in _SOURCE_SPLITS])
+    origin = np.repeat(np.arange(len(_SOURCE_SPLITS)), [len(sources[name]) for name in _SOURCE_SPLITS])
+    return labels, origin
+
+
+def _label_pool(origin: np.ndarray, spec: SuperCollageSplit) -> np.ndarray:
+    """(R,) bool: the rows of the Tiny-ImageNet splits that ``spec`` takes its label images from."""
+    return np.isin(origin, [_SOURCE_SPLITS.index(name) for name in spec.label_sources])
 
 
 def _nuisance_rows(labels: np.ndarray, in_source: np.ndarray, fifths: range) -> np.ndarray:

@@ -1,8 +1,12 @@
-"""TIN-SuperCollage builder: on a synthetic Tiny-ImageNet-like DatasetDict, and (slow) on the real parquet."""
+"""TIN-SuperCollage builder: on a synthetic Tiny-ImageNet-like DatasetDict, and (slow) on the real parquet; the
+three splits as one DatasetDict and the script that saves it as a training folder."""
 
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +19,14 @@ from gsp_hub.data import (
     TIN_SUPERCLASS_NAMES,
     TIN_TARGET_SUPERCLASSES,
     build_tin_superclass_collage,
+    build_tin_superclass_collage_dict,
     load_image_dataset,
+    make_splits,
 )
 from gsp_hub.data.tin_superclasses import TIN_NUISANCE_CLASSES, TIN_TEST_FINE_CLASSES, TIN_TRAIN_FINE_CLASSES
 
-TIN = Path(__file__).resolve().parents[3] / "shared" / "data" / "tiny-imagenet-200"  # <project>/shared/data
+REPO = Path(__file__).resolve().parents[2]
+TIN = REPO.parent / "shared" / "data" / "tiny-imagenet-200"  # <project>/shared/data
 TRAIN_PER_CLASS, VALID_PER_CLASS = 5, 3  # the synthetic source; the real one has 250 and 50
 SPLITS = ("train", "validation", "test")
 TARGET_CLASSES = {c for group in TIN_TARGET_SUPERCLASSES for c in group.classes}
@@ -183,6 +190,70 @@ def test_source_errors(tin: DatasetDict) -> None:
     few = DatasetDict({"train": tin["train"], "valid": Dataset.from_dict({"image": [None], "label": [0]})})
     with pytest.raises(ValueError, match="200-class ClassLabel"):
         build_tin_superclass_collage(few, split="validation")
+
+
+def test_dict_holds_the_three_single_split_builds(tin: DatasetDict) -> None:
+    splits = build_tin_superclass_collage_dict(tin, images_per_class={"train": 2, "validation": 1}, seed=1)
+    assert list(splits) == list(SPLITS)
+    for split, per_class in (("train", 2), ("validation", 1), ("test", None)):  # a split left out takes every image
+        alone = build_tin_superclass_collage(tin, split=split, images_per_class=per_class, seed=1)
+        assert splits[split]["tile_rows"] == alone["tile_rows"] and splits[split]._fingerprint == alone._fingerprint
+    assert [len(splits[split]) for split in SPLITS] == [48 * 2, 48 * 1, 32 * (TRAIN_PER_CLASS + VALID_PER_CLASS)]
+    every_split = build_tin_superclass_collage_dict(tin, tile_size=64, images_per_class=1, seed=1)
+    assert [len(every_split[split]) for split in SPLITS] == [48, 48, 32]
+    assert every_split["test"][0]["image"].size == (128, 128)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"images_per_class": {"valid": 1}},
+     r"images_per_class has unknown split\(s\) \['valid'\]: expected keys among \['train', 'validation', 'test'\]"),
+    ({"images_per_class": 4}, r"images_per_class must be an int in \[1, 3\] .*split='validation'.*got 4"),
+    ({"images_per_class": {"test": 9}}, r"images_per_class must be an int in \[1, 8\] .*split='test'.*got 9"),
+    ({"tile_size": 48}, r"tile_size must be 32 .*got 48"),
+    ({"seed": -1}, r"seed must be an int >= 0 .*got -1"),
+])
+def test_dict_checks_every_split_before_building(tin: DatasetDict, kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        build_tin_superclass_collage_dict(tin, **kwargs)
+
+
+def _save_script(source: Path, output: Path, *options: str) -> str:
+    """Run scripts/build_tin_superclass_collage.py (this checkout's gsp_hub) and return what it printed."""
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "build_tin_superclass_collage.py"), "--source", str(source),
+         "--output", str(output), *options], check=True, capture_output=True, text=True, env=environment)
+    return completed.stdout
+
+
+def test_script_saves_a_folder_that_trains_on_its_own_splits(tin: DatasetDict, tmp_path: Path) -> None:
+    source, output = tmp_path / "tin", tmp_path / "supercollage"
+    tin.save_to_disk(source)
+    _save_script(source, output, "--train-per-class", "1", "--validation-per-class", "1", "--test-per-class", "1")
+    printed = _save_script(source, output, "--train-per-class", "2", "--test-per-class", "1", "--seed", "3")
+    assert "train 96, validation 144, test 32" in printed  # the second run replaced the first folder
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["supercollage", "tin"]  # no temp folder left
+    expected = build_tin_superclass_collage_dict(
+        tin, images_per_class={"train": 2, "test": 1}, seed=3)
+    saved = load_image_dataset(output, verify_images=False, progress=False)
+    splits = make_splits(saved, "own")
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (96, 144, 32)
+    assert splits.num_classes == splits.num_validation_classes == splits.num_test_classes == 16
+    for split in SPLITS:
+        assert saved[split]["target_cell"] == expected[split]["target_cell"]
+        assert saved[split]["label"] == expected[split]["label"]
+    np.testing.assert_array_equal(np.asarray(saved["test"][5]["image"]), np.asarray(expected["test"][5]["image"]))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TIN.is_dir(), reason="Tiny-ImageNet-200 (shared/data) not available")
+def test_script_on_real_tiny_imagenet(tmp_path: Path) -> None:
+    printed = _save_script(TIN, tmp_path / "supercollage", "--train-per-class", "2", "--validation-per-class", "1",
+                           "--test-per-class", "1")
+    assert "train 96, validation 48, test 32" in printed
+    saved = load_image_dataset(tmp_path / "supercollage", verify_images=False, progress=False)
+    assert saved["validation"].features["label"].names == list(TIN_SUPERCLASS_NAMES)
+    assert saved["train"][0]["image"].size == (64, 64)
 
 
 @pytest.mark.slow

@@ -183,10 +183,6 @@ def test_the_fashion_mnist_subset_job_runs_by_name(tmp_path, caplog):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 21, not met yet: the default job beats the untrained model and raw pixels' MAP@R clearly, but raw pixels' "
-    "R@1 by only ~1-3 points, and its label-tile weight is 0.48-0.71 over seeds (0.631 at 2 threads, seed 0); "
-    "benchmarks/RESULTS.md, Fashion-Collage"))
 def test_no_argument_job_beats_its_baselines_and_selects_the_label_tile(tmp_path):
     """`gsp-hub train` with no arguments, as a user runs it (in an empty folder): the targets of issue 21."""
     result = subprocess.run([sys.executable, "-m", "gsp_hub", "train"], cwd=tmp_path, capture_output=True, text=True,

@@ -1,7 +1,10 @@
 """Checkpoint overhead: gsp_hub's crash-safe save vs accelerate's plain ``save_state``, side by side in one process.
 
 For each model (the default job's ``metric_net`` on ``test_resnet``, and ``gsp_resnet50``) a real run is set up on
-the embedded data; then, interleaved ``--repeats`` times:
+the embedded data and saves one untimed checkpoint; then, interleaved ``--repeats`` times (alternating which goes
+first, ``os.sync()`` before each, so that neither inherits the other's unwritten pages; each kind keeps one
+checkpoint on disk, as a run with ``--checkpoints-total-limit 1`` does; memory warmed first, see
+:func:`warm_memory`):
 
 * plain: ``accelerator.save_state(folder)`` + the run's own state files, straight into the folder (what the engine
   did before: a kill leaves a partial folder under the final name);
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -29,6 +33,7 @@ from pathlib import Path
 import torch
 
 from gsp_hub.train import BatchOutputs, Callback, MetricLearningTask, TrainConfig, Trainer
+from gsp_hub.train.checkpoints import MANIFEST_NAME, latest_checkpoint
 from gsp_hub.train.state import save_training_state
 
 MODELS = {
@@ -47,6 +52,19 @@ class StepTimes(Callback):
         self.stamps.append(time.perf_counter())
 
 
+def warm_memory(scratch: Path, bytes_: int) -> None:
+    """Write and delete ``bytes_`` of zeros: on a virtual machine, memory the guest has never touched is slow to
+    write the first time (the host backs it page by page; 296 MB took 0.6-1.6 s instead of 0.07 s here), so without
+    this the first saves measure the host, whichever kind they are."""
+    path = scratch / "warm.bin"
+    block = bytes(64 * 1024 * 1024)
+    with open(path, "wb") as handle:
+        for _ in range(max(1, bytes_ // len(block))):
+            handle.write(block)
+    os.sync()
+    path.unlink()
+
+
 def measure(name: str, overrides: dict, repeats: int, steps: int) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         timer = StepTimes()
@@ -57,18 +75,31 @@ def measure(name: str, overrides: dict, repeats: int, steps: int) -> None:
         step_seconds = statistics.median(b - a for a, b in zip(timer.stamps, timer.stamps[1:]))
         epoch_seconds = step_seconds * trainer.steps_per_epoch
         plain, blocking, whole = [], [], []
-        for repeat in range(repeats):
+
+        def plain_save(repeat: int) -> None:
             folder = Path(scratch) / f"plain_{repeat}"
             started = time.perf_counter()
             trainer.accelerator.save_state(output_dir=str(folder))
             save_training_state(folder, trainer._stateful())
             plain.append(time.perf_counter() - started)
+            shutil.rmtree(folder)  # each kind keeps one checkpoint on disk between saves
+
+        def safe_save(repeat: int) -> None:
             started = time.perf_counter()
             trainer.save_checkpoint()
             blocking.append(time.perf_counter() - started)
             trainer.checkpoints.wait()
             whole.append(time.perf_counter() - started)
-        size = sum(path.stat().st_size for path in (Path(scratch) / "plain_0").iterdir()) / 1e6
+
+        trainer.save_checkpoint()  # untimed: the checkpoint a run already has when it saves the next one
+        trainer.checkpoints.wait()
+        size = sum(path.stat().st_size for path in latest_checkpoint(trainer.checkpoints.checkpoints_dir).iterdir()
+                   if path.name != MANIFEST_NAME) / 1e6
+        warm_memory(Path(scratch), bytes_=int(4 * size * 1e6))
+        for repeat in range(repeats):  # alternate which kind goes first; each starts with nothing left to write back
+            for save in ((plain_save, safe_save) if repeat % 2 == 0 else (safe_save, plain_save)):
+                os.sync()
+                save(repeat)
         plain_median = statistics.median(plain)
         print(f"{name}: checkpoint {size:.1f} MB; epoch ~{epoch_seconds:.1f} s ({trainer.steps_per_epoch} steps x "
               f"{step_seconds:.3f} s); plain save {plain_median:.3f} s", flush=True)

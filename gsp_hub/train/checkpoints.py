@@ -70,18 +70,6 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _drop_cached_pages(path: Path) -> None:
-    """Tell the kernel that ``path``'s pages (already on disk) will not be read again: the next checkpoint is then
-    written into free memory instead of first evicting this one (``posix_fadvise`` DONTNEED; a no-op where absent)."""
-    if not hasattr(os, "posix_fadvise"):
-        return
-    handle = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(handle, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(handle)
-
-
 def _fsync(path: Path) -> None:
     """Flush a file's (or a folder's entries') data to the disk."""
     handle = os.open(path, os.O_RDONLY)
@@ -191,7 +179,6 @@ def _complete(folder: Path, *, step: int, version: str) -> None:
     for path in _files(folder):
         _fsync(path)
         entries[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": _sha256(path)}
-        _drop_cached_pages(path)
     write_json(folder / MANIFEST_NAME, {"format": _FORMAT, "step": step, "gsp_hub_version": version, "files": entries})
     _fsync(folder / MANIFEST_NAME)
     _fsync(folder)

@@ -103,10 +103,21 @@ def verdict(metrics: dict[str, float], baseline: dict[str, float]) -> str:
     return f"this model differs by {recall:+.2f} R@1 and {average_precision:+.2f} MAP@R points: {judgement}."
 
 
+def twin_verdict(best: dict[str, float], twin_best: dict[str, float], twin_name: str) -> str:
+    """How a GSP model compares with its GAP twin (the same recipe with average pooling), in words for its card (a
+    clear win needs +1 point R@1 and MAP@R, as against the frozen baseline)."""
+    recall, average_precision = (100 * (best[key] - twin_best[key]) for key in ("recall@1", "map@r"))
+    judgement = "it clearly beats its twin" if min(recall, average_precision) >= 1 else (
+        "it does NOT clearly beat its twin")
+    return (f"Its GAP twin `{twin_name}` (the same recipe with global average pooling) reaches R@1 "
+            f"{100 * twin_best['recall@1']:.2f} / MAP@R {100 * twin_best['map@r']:.2f}; this model differs from it by "
+            f"{recall:+.2f} R@1 and {average_precision:+.2f} MAP@R points: {judgement}.")
+
+
 def card_description(config: CachedHeadConfig, args: argparse.Namespace, best: dict[str, float],
-                     baseline: dict[str, float], command: str) -> str:
-    """The card's opening text: the model, its data and selection, the frozen-baseline verdict, the command, licences
-    and the figures."""
+                     baseline: dict[str, float], command: str, twin: str = "") -> str:
+    """The card's opening text: the model, its data and selection, the frozen-baseline verdict, the GAP-twin verdict
+    (``twin``, :func:`twin_verdict`; a GSP card), the command, licences and the figures."""
     pool_text = (
         f"GSP (K={config.num_prototypes}, transport ratio {config.transport_ratio}, gamma {config.gamma}) trained "
         f"with {config.loss} + {config.zsr_weight} x zero-shot regulariser"
@@ -120,7 +131,7 @@ def card_description(config: CachedHeadConfig, args: argparse.Namespace, best: d
         f"{best['epoch']:g} of {config.epochs}). Metrics: leave-one-out retrieval on the 5,000 validation images of "
         f"the unseen classes 100-199. The frozen backbone with average pooling (1280-d, no training) gives "
         f"R@1 {100 * baseline['recall@1']:.1f} / MAP@R {100 * baseline['map@r']:.1f} there at the same resolution"
-        f"; {verdict(best, baseline)}\n\n"
+        f"; {verdict(best, baseline)}{' ' + twin if twin else ''}\n\n"
         f"Reproduce: `{command}`\n\n"
         "Data: Tiny-ImageNet-200 (a subset of ImageNet) is available under the ImageNet terms of access, for "
         "non-commercial research and education only; these weights inherit that restriction. Backbone weights: "
@@ -134,10 +145,10 @@ def card_description(config: CachedHeadConfig, args: argparse.Namespace, best: d
 
 
 def export(args: argparse.Namespace, config: CachedHeadConfig, summary: dict[str, Any], baseline: dict[str, float],
-           command: str) -> Path:
+           command: str, twin: str = "") -> Path:
     """Hub folder ``<out-dir>/<zoo name>`` via save_pretrained: the model the run selected (its ``model/``) with
-    the test metrics of the selected epoch and the zoo card, the run's curves.png, history.json and, with
-    ``--figures``, the card's figures."""
+    the test metrics of the selected epoch and the zoo card (``twin``: its GAP-twin verdict), the run's curves.png,
+    history.json and, with ``--figures``, the card's figures."""
     name, best = model_name(config.pool, ZOO_TAG), summary["best"]
     model = gsp_hub.load_model(summary["model_dir"])
     test_metrics = {key: best[key] for key in TEST_KEYS}
@@ -151,7 +162,7 @@ def export(args: argparse.Namespace, config: CachedHeadConfig, summary: dict[str
         metrics=test_metrics,
         dataset=TEST_DATASET,
         card_extra={
-            "description": card_description(config, args, best, baseline, command),
+            "description": card_description(config, args, best, baseline, command, twin),
             "license": "other",
             "methods": ["gsp"] if config.pool == "gsp" else [],
             "tags": ["tiny-imagenet", "zero-shot-retrieval", "efficientnet-lite0"],
@@ -217,14 +228,18 @@ def main(argv: list[str] | None = None) -> int:
     baseline = frozen_baseline(test)
     print(f"frozen baseline (GAP of the 1280-d map, {args.image_size}px), test: {format_metrics(baseline)}", flush=True)
     print(f"frozen baseline, validation classes: {format_metrics(frozen_baseline(val))}", flush=True)
-    for pool in args.pools.split(","):
+    pools = sorted(args.pools.split(","), key=lambda pool: pool != "avg")  # the GAP twin first: GSP's card cites it
+    twin_best: dict[str, float] | None = None
+    for pool in pools:
         config = head_config(args, runs_dir(args) / model_name(pool, ZOO_TAG), pool=pool, tag=ZOO_TAG,
                              embed_init=args.embed_init, zsr_weight=args.zsr_weight, seed=args.seed,
                              img_size=args.image_size)
         start = time.time()
         summary = train_cached_head(config, train, test, val, dataset=TEST_DATASET)
-        folder = export(args, config, summary, baseline, command)
         best = summary["best"]
+        twin = twin_verdict(best, twin_best, model_name("avg", ZOO_TAG)) if pool == "gsp" and twin_best else ""
+        folder = export(args, config, summary, baseline, command, twin)
+        twin_best = best if pool == "avg" else twin_best
         effective = f" (GSP effective locations {best['effective_locations']:.2f})" if pool == "gsp" else ""
         print(f"[{pool}] selected epoch {best['epoch']:g} ({time.time() - start:.0f} s){effective}: test "
               f"{format_metrics({key: best[key] for key in TEST_KEYS})}  -> {folder}", flush=True)

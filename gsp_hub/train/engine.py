@@ -17,7 +17,9 @@ A step::
           -> scheduler step -> callbacks.on_train_batch(outputs)
 
 Order of work: the run folder is checked and the task loads its data (:meth:`Task.load_data`, where the label
-checks raise) before anything is written or built; only then is an overwritten run cleared and the model built.
+checks raise) before anything is written or built; only then does the main process take the folder's run lock
+(:mod:`gsp_hub.train.run_lock`: a second run on the same folder stops there, with one clear error) and is an
+overwritten run cleared and the model built. The lock is held until :meth:`Trainer.run` returns or raises.
 
 Exact resume: the task's batches are functions of ``(seed, epoch, batch)``, and a checkpoint holds the model,
 optimizer, scheduler and RNG states (accelerate), the position in the epoch, the task's stateful parts and the
@@ -35,6 +37,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -60,6 +63,7 @@ from gsp_hub.train.checkpoints import (
 )
 from gsp_hub.train.config import RunConfig
 from gsp_hub.train.data import VALIDATION_PREFIX, prepare_eval_loaders
+from gsp_hub.train.run_lock import RUN_LOCK_NAME, hold_run_lock
 from gsp_hub.train.state import RunState, Stateful, load_training_state, save_training_state
 
 __all__ = [
@@ -213,41 +217,45 @@ class Trainer:
         self.task, self.config = task, config
         self.output_dir = Path(config.output_dir)
         self.accelerator = accelerator = create_accelerator(config)
-        resume_dir = check_output_dir(config, self.output_dir, task.run_files)
-        self.splits = task.load_data(accelerator)
-        prepare_output_dir(config, accelerator, resume_dir, task.run_files)  # checks passed: now files may go
-        self.checkpoints = CheckpointWriter(accelerator, self.output_dir / CHECKPOINTS_DIR_NAME,
-                                            keep=config.checkpoints_total_limit, version=__version__)
-        set_seed(config.seed)
-        task.build(accelerator, resuming=resume_dir is not None)
-        self.model = task.model
-        self.batches_per_epoch = task.batches_per_epoch(accelerator.num_processes)
-        self.batches_per_epoch -= self.batches_per_epoch % config.grad_accum
-        if self.batches_per_epoch == 0:
-            raise ValueError(f"the train split has fewer images than one optimizer step of {config.batch_size} x "
-                             f"{config.grad_accum} x {accelerator.num_processes} process(es); lower --batch-size.")
-        self.steps_per_epoch = self.batches_per_epoch // config.grad_accum
-        self.total_steps = config.epochs * self.steps_per_epoch
-        optimizer = task.create_optimizer()
-        schedule = partial(learning_rate_factor, total_steps=self.total_steps, warmup_steps=config.warmup_steps,
-                           schedule=config.scheduler)
-        self.network, self.optimizer, self.scheduler = accelerator.prepare(
-            task.network, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule))
-        self.test_loader, self.validation_loader = prepare_eval_loaders(
-            accelerator, task.test_data, task.validation_data, config.eval_batch_size, config.num_workers)
-        self.callbacks: list[Callback] = [*task.callbacks(self), *callbacks]
-        self.state = RunState()
-        self.saved_at_step = -1
-        if resume_dir is not None:
-            self._load_checkpoint(resume_dir)
-        if accelerator.is_main_process:
-            config.save(self.output_dir)
-        accelerator.init_trackers(task.name, config=tensorboard_hparams(config))
-        logger.info("%s; %d processes x %d micro-batches of %d per epoch, %d optimizer steps per epoch, %d epochs; "
-                    "device %s, mixed precision %s", task.describe(), accelerator.num_processes,
-                    self.batches_per_epoch, config.batch_size, self.steps_per_epoch, config.epochs,
-                    accelerator.device, config.mixed_precision)
-        task.on_prepared(self)
+        with ExitStack() as run_lock:  # held until run() ends; released at once if the set-up fails
+            resume_dir = check_output_dir(config, self.output_dir, task.run_files)
+            self.splits = task.load_data(accelerator)
+            if accelerator.is_main_process:  # before the first write: a second run on the folder stops here
+                run_lock.enter_context(hold_run_lock(self.output_dir))
+            prepare_output_dir(config, accelerator, resume_dir, task.run_files)  # checks passed: now files may go
+            self.checkpoints = CheckpointWriter(accelerator, self.output_dir / CHECKPOINTS_DIR_NAME,
+                                                keep=config.checkpoints_total_limit, version=__version__)
+            set_seed(config.seed)
+            task.build(accelerator, resuming=resume_dir is not None)
+            self.model = task.model
+            self.batches_per_epoch = task.batches_per_epoch(accelerator.num_processes)
+            self.batches_per_epoch -= self.batches_per_epoch % config.grad_accum
+            if self.batches_per_epoch == 0:
+                raise ValueError(f"the train split has fewer images than one optimizer step of {config.batch_size} x "
+                                 f"{config.grad_accum} x {accelerator.num_processes} process(es); lower --batch-size.")
+            self.steps_per_epoch = self.batches_per_epoch // config.grad_accum
+            self.total_steps = config.epochs * self.steps_per_epoch
+            optimizer = task.create_optimizer()
+            schedule = partial(learning_rate_factor, total_steps=self.total_steps, warmup_steps=config.warmup_steps,
+                               schedule=config.scheduler)
+            self.network, self.optimizer, self.scheduler = accelerator.prepare(
+                task.network, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule))
+            self.test_loader, self.validation_loader = prepare_eval_loaders(
+                accelerator, task.test_data, task.validation_data, config.eval_batch_size, config.num_workers)
+            self.callbacks: list[Callback] = [*task.callbacks(self), *callbacks]
+            self.state = RunState()
+            self.saved_at_step = -1
+            if resume_dir is not None:
+                self._load_checkpoint(resume_dir)
+            if accelerator.is_main_process:
+                config.save(self.output_dir)
+            accelerator.init_trackers(task.name, config=tensorboard_hparams(config))
+            logger.info("%s; %d processes x %d micro-batches of %d per epoch, %d optimizer steps per epoch, %d epochs; "
+                        "device %s, mixed precision %s", task.describe(), accelerator.num_processes,
+                        self.batches_per_epoch, config.batch_size, self.steps_per_epoch, config.epochs,
+                        accelerator.device, config.mixed_precision)
+            task.on_prepared(self)
+            self.run_lock = run_lock.pop_all()
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def _stateful(self) -> dict[str, Stateful]:
@@ -405,6 +413,10 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Train and evaluate to the end (or until ``max_steps`` / a callback stops it); returns the summary also
         written to ``metrics.json``."""
+        with self.run_lock:
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         config, state = self.config, self.state
         with self.checkpoints.finished_on_exit():
             if config.eval_at_start and not state.history:
@@ -525,7 +537,7 @@ def check_output_dir(config: RunConfig, output_dir: Path, run_files: Collection[
     if holds_run and not config.overwrite:
         raise ValueError(f"--output-dir {output_dir} already holds a run; pass --resume latest to continue it, "
                          "--overwrite to start over in it, or another --output-dir.")
-    known = RUN_FILE_NAMES | {config.FILE_NAME, *run_files}
+    known = RUN_FILE_NAMES | {config.FILE_NAME, RUN_LOCK_NAME, *run_files}
     foreign = sorted(path.name for path in output_dir.iterdir()
                      if path.name not in known and not path.name.startswith(_DISCARDED_PREFIX)) \
         if output_dir.is_dir() else []

@@ -150,3 +150,20 @@ def test_the_collage_card_states_the_paired_seed_verdict_of_the_benchmark() -> N
     assert "Mean label-tile weight of the chosen models: gsp 0.550, attn 0.350 (uniform 0.250)." in verdict
     assert verdict.endswith("Over the 2 GSP seeds, 1 put at least 0.6 of their weight on the label tile and 1 beat "
                             "raw-pixel nearest neighbours on both R@1 and MAP@R.")
+
+
+def test_the_tin_gsp_card_compares_with_its_gap_twin_in_words_and_numbers() -> None:
+    """scripts/train_zoo.py's GAP-twin verdict (the +1 point rule of its frozen-baseline verdict) and the published
+    GSP card, which states it with the twin's own card metrics."""
+    spec = importlib.util.spec_from_file_location("train_zoo", SCRIPTS / "train_zoo.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.twin_verdict({"recall@1": 0.53, "map@r": 0.17}, {"recall@1": 0.51, "map@r": 0.15}, "gap_x").endswith(
+        "this model differs from it by +2.00 R@1 and +2.00 MAP@R points: it clearly beats its twin.")
+    twin_metrics = read_export_metadata(ZOO_DIR / "gap_tf_efficientnet_lite0.tin200")["metrics"]
+    own_metrics = read_export_metadata(ZOO_DIR / "gsp_tf_efficientnet_lite0.tin200")["metrics"]
+    expected = script.twin_verdict(own_metrics, twin_metrics, "gap_tf_efficientnet_lite0.tin200")
+    assert "does NOT clearly beat its twin" in expected
+    for card in (ZOO_DIR / "gsp_tf_efficientnet_lite0.tin200" / "README.md",
+                 ZOO_DIR.parent / "model_cards" / "gsp_tf_efficientnet_lite0.tin200.md"):
+        assert expected in card.read_text()

@@ -22,18 +22,18 @@ it evaluates once after the timed steps), with the recipe's training augmentatio
 crop with the recipe's scale and ratio, flip, no colour jitter, the model's interpolation and normalisation), the
 same number of DataLoader workers (``--workers``), no pretrained weights, the recipe's learning rate and weight
 decay. Each run trains one epoch of ``--warmup-steps`` + ``--steps`` optimizer steps (timm: every batch of the
-folder, at least that many; gsp_hub: ``--max-steps``); the warm-up steps are excluded (they include worker start-up, allocator growth and GSP's prototype warm-up: the recipe's
-``memory_size`` is lowered to its minimum, 2 x 64 prototypes = 4 batches of 32, so that the measured gsp_hub steps
-include ZSR as in a long run).
+folder, at least that many; gsp_hub: ``--max-steps``); the warm-up steps are excluded (they include worker
+start-up, allocator growth and GSP's prototype warm-up: the recipe's ``memory_size`` is lowered to its minimum,
+2 x 64 prototypes = 4 batches of 32, so that the measured gsp_hub steps include ZSR as in a long run).
 
 Measured the same way on both sides: the seconds from the end of one optimizer step to the end of the next (data
 loading included), as timm's ``train.py`` logs them (``Time: 0.123s``, ``--log-interval 1``) and gsp_hub's engine
 logs them (``step N: ... 0.123 s per step``, ``--log-every 1``); a run's images/s is batch x steps / their sum. The
-table (after one line per run) gives the median over ``--repeats`` runs of each side, interleaved (timm then gsp_hub, then the other way
-round) so that changes in machine load hit both sides, their ratio, the CPU's instruction sets, and the oneDNN
-kernels that ran the model's convolutions in each setting (one forward + backward of the model with
-``ONEDNN_VERBOSE=1``; e.g. ``jit_bf16:avx512_core_bf16`` where the CPU has AVX512-BF16, ``brg_conv_fwd:avx512_core``
-for fp32).
+table (after one line per run) gives the median over ``--repeats`` runs of each side, interleaved (timm then
+gsp_hub, then the other way round) so that changes in machine load hit both sides, their ratio, the CPU's
+instruction sets, and the oneDNN kernels that ran the model's convolutions in each setting (one forward +
+backward of the model with ``ONEDNN_VERBOSE=1``; e.g. ``jit_bf16:avx512_core_bf16`` where the CPU has AVX512-BF16,
+``brg_conv_fwd:avx512_core`` for fp32).
 
 Getting timm's ``train.py`` (from the repository, outside this one; the installed timm package has no train.py and
 neither has its sdist). The v1.0.31 release has no tag in the repository mirror available here (its newest

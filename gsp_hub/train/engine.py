@@ -476,8 +476,9 @@ def learning_rate_factor(step: int, total_steps: int, warmup_steps: int = 0, sch
 
 def create_accelerator(config: RunConfig) -> Accelerator:
     """The run's Accelerator (CPU unless a GPU is there and ``config.cpu`` is off) with tensorboard logging into
-    ``<output_dir>/logs`` (the engine writes the checkpoints itself, :mod:`gsp_hub.train.checkpoints`). The scheduler steps once per optimizer step (``step_scheduler_with_optimizer=False``: the engine steps it),
-    so the schedule is the same for any number of processes."""
+    ``<output_dir>/logs`` (the engine writes the checkpoints itself, :mod:`gsp_hub.train.checkpoints`). The
+    scheduler steps once per optimizer step (``step_scheduler_with_optimizer=False``: the engine steps it), so the
+    schedule is the same for any number of processes."""
     output_dir = Path(config.output_dir)
     return Accelerator(
         cpu=config.cpu or not torch.cuda.is_available(),

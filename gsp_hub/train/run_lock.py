@@ -6,8 +6,8 @@ takes an exclusive ``flock`` on ``<output_dir>/.gsp_hub-run.lock`` (the file hol
 second run finds it held and stops with one clear error before any work. The kernel releases the lock when the
 process ends, however it ends (``kill -9`` included), so a crashed run never blocks its ``--resume`` (DataLoader
 worker processes forked during the run share the lock until they exit, which they do within seconds of their
-parent's death); the file left behind is empty of meaning and is part of a run folder (:data:`RUN_LOCK_NAME`). Where ``fcntl`` is missing (Windows)
-runs are not locked.
+parent's death). The file stays in the run folder (:data:`RUN_LOCK_NAME`) holding the last holder's PID; it is not
+a run output. Where ``fcntl`` is missing (Windows) runs are not locked.
 
     with hold_run_lock(Path("runs/train")):   # OSError if another run holds it
         ...

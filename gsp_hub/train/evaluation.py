@@ -1,14 +1,17 @@
-"""Evaluation passes shared by the tasks, the callbacks and the commands: embed a split, predict classes.
+"""Evaluation passes shared by the tasks, the callbacks and the commands: embed a split (whole, or one gathered batch
+at a time for :mod:`gsp_hub.train.disk_embeddings`), predict classes.
 
-Both run the network over sequential ``(images, labels)`` batches of a prepared loader in eval mode, without
+They run the network over sequential ``(images, labels)`` batches of a prepared loader in eval mode, without
 gradients, and gather the results from every process (``accelerator.gather_for_metrics`` drops the padding of the
 last batch).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from torch import Tensor, nn
@@ -17,27 +20,38 @@ from tqdm.auto import tqdm
 
 from gsp_hub.metrics import retrieval_metrics
 
-__all__ = ["embed_split", "gather_outputs", "predict", "retrieval_evaluation", "split_retrieval_metrics"]
+__all__ = ["embed_split", "gather_outputs", "gathered_batches", "predict", "retrieval_evaluation",
+           "split_retrieval_metrics"]
 
 
 @torch.no_grad()
-def gather_outputs(network: nn.Module, loader: DataLoader, accelerator: Accelerator, *, count: int = 1,
-                   channels_last: bool = False, description: str = "embed") -> tuple[list[Tensor], Tensor]:
-    """The first ``count`` outputs of ``network`` over a prepared evaluation loader, gathered from every process:
-    the network returns a tensor (B, ...) or a tuple starting with ``count`` tensors. Returns each output for the
-    whole split, (N, ...) float32, and the labels (N,)."""
+def gathered_batches(network: nn.Module, loader: DataLoader, accelerator: Accelerator, *, count: int = 1,
+                     channels_last: bool = False, description: str = "embed") -> Iterator[tuple[list[Tensor], Tensor]]:
+    """The first ``count`` outputs of ``network`` over a prepared evaluation loader, one gathered batch at a time:
+    the network returns a tensor (B, ...) or a tuple starting with ``count`` tensors. Yields, per batch, each output
+    gathered from every process, (P * B, ...) float32 on the CPU (the last batch without accelerate's padding when the
+    loader knows its length), and the labels (P * B,)."""
     network.eval()
-    outputs: list[list[Tensor]] = [[] for _ in range(count)]
-    labels = []
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     for images, batch_labels in tqdm(loader, desc=description, leave=False,
                                      disable=not accelerator.is_local_main_process):
         output = network(images.to(memory_format=memory_format))
         wanted = (output if isinstance(output, tuple) else (output,))[:count]
         *wanted, batch_labels = accelerator.gather_for_metrics((*(value.float() for value in wanted), batch_labels))
+        yield [value.cpu() for value in wanted], batch_labels.cpu()
+
+
+def gather_outputs(network: nn.Module, loader: DataLoader, accelerator: Accelerator, *, count: int = 1,
+                   channels_last: bool = False, description: str = "embed") -> tuple[list[Tensor], Tensor]:
+    """The first ``count`` outputs of ``network`` over a prepared evaluation loader, gathered from every process
+    (:func:`gathered_batches`). Returns each output for the whole split, (N, ...) float32, and the labels (N,)."""
+    outputs: list[list[Tensor]] = [[] for _ in range(count)]
+    labels = []
+    for wanted, batch_labels in gathered_batches(network, loader, accelerator, count=count,
+                                                 channels_last=channels_last, description=description):
         for column, value in zip(outputs, wanted, strict=True):
-            column.append(value.cpu())
-        labels.append(batch_labels.cpu())
+            column.append(value)
+        labels.append(batch_labels)
     return [torch.cat(column) for column in outputs], torch.cat(labels)
 
 
@@ -50,13 +64,17 @@ def embed_split(network: nn.Module, loader: DataLoader, accelerator: Accelerator
     return embeddings, labels
 
 
-def split_retrieval_metrics(embeddings: Tensor, labels: Tensor, num_queries: int = 0) -> dict[str, float]:
+def split_retrieval_metrics(embeddings: Tensor | np.ndarray, labels: Tensor | np.ndarray, num_queries: int = 0,
+                            *, bf16_screening: bool | None = None) -> dict[str, float]:
     """Retrieval metrics (cosine) of a split's embeddings (N, D) and labels (N,): leave-one-out with
-    ``num_queries=0``, else the first ``num_queries`` rows query the others, their gallery (In-shop protocol)."""
+    ``num_queries=0``, else the first ``num_queries`` rows query the others, their gallery (In-shop protocol).
+    Memory maps (:func:`~gsp_hub.train.disk_embeddings.embed_split_to_disk`) take ``bf16_screening=False``
+    (:func:`~gsp_hub.metrics.retrieval_metrics`); their row slices stay memory maps."""
     if not num_queries:
-        return retrieval_metrics(embeddings, labels)
+        return retrieval_metrics(embeddings, labels, bf16_screening=bf16_screening)
     return retrieval_metrics(embeddings[num_queries:], labels[num_queries:],
-                             query_embeddings=embeddings[:num_queries], query_labels=labels[:num_queries])
+                             query_embeddings=embeddings[:num_queries], query_labels=labels[:num_queries],
+                             bf16_screening=bf16_screening)
 
 
 def retrieval_evaluation(network: nn.Module, loader: DataLoader, accelerator: Accelerator,

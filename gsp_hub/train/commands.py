@@ -186,11 +186,16 @@ def _run_eval(args: argparse.Namespace) -> int:
     )
     from gsp_hub.metrics import format_metrics
     from gsp_hub.train.data import eval_loader
+    from gsp_hub.train.disk_embeddings import check_embeddings_directory, embed_split_to_disk, split_fingerprint
     from gsp_hub.train.evaluation import embed_split, split_retrieval_metrics
 
     if (args.query_split is not None or args.gallery_split is not None) and args.split != "test":
         raise ValueError(f"--query-split / --gallery-split make the test split's queries and gallery; drop them or "
                          f"--split {args.split}")
+    if args.overwrite_embeddings and args.embeddings_dir is None:
+        raise ValueError("--overwrite-embeddings starts an --embeddings-dir afresh; pass --embeddings-dir DIR too")
+    if args.embeddings_dir is not None:
+        check_embeddings_directory(args.embeddings_dir, "--embeddings-dir")
     source = locate_model_argument(args.model, args.weights)
     accelerator = Accelerator(cpu=args.cpu or not torch.cuda.is_available(), mixed_precision=args.mixed_precision)
     dataset = load_image_dataset(
@@ -200,13 +205,21 @@ def _run_eval(args: argparse.Namespace) -> int:
     )
     splits = make_splits(dataset, args.split_protocol, query_split=args.query_split, gallery_split=args.gallery_split)
     model = source.load()
-    transform = create_image_transforms(model, input_size=args.img_size or None).eval
-    dataset = with_image_transform(getattr(splits, args.split), transform)
-    loader = eval_loader(dataset, args.batch_size, args.num_workers, accelerator.device)
-    network, loader = accelerator.prepare(model, loader)
-    embeddings, labels = embed_split(network, loader, accelerator)
+    transforms = create_image_transforms(model, input_size=args.img_size or None)
+    rows = getattr(splits, args.split)
+    loader = eval_loader(with_image_transform(rows, transforms.eval), args.batch_size, args.num_workers,
+                         accelerator.device)
     num_queries = splits.num_test_queries if args.split == "test" else 0
-    metrics = split_retrieval_metrics(embeddings, labels, num_queries)
+    fingerprint = None if args.embeddings_dir is None else split_fingerprint(
+        model, transforms.data_config, rows, split=args.split, mixed_precision=args.mixed_precision)
+    network, loader = accelerator.prepare(model, loader)
+    if fingerprint is None:
+        embeddings, labels = embed_split(network, loader, accelerator)
+        metrics = split_retrieval_metrics(embeddings, labels, num_queries)
+    else:  # memory maps of the files, read block by block (a bf16 copy would load them)
+        embeddings, labels = embed_split_to_disk(network, loader, accelerator, args.embeddings_dir,
+                                                 fingerprint=fingerprint, overwrite=args.overwrite_embeddings)
+        metrics = split_retrieval_metrics(embeddings, labels, num_queries, bf16_screening=False)
     if accelerator.is_main_process:
         print(f"{args.model} on {args.dataset or DEFAULT_DATASET_NAME} ({args.split} split, {len(labels)} images, "
               f"{splits.summary}):")
@@ -320,5 +333,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     eval_parser.add_argument("--mixed-precision", choices=("no", "bf16"), default="no",
                              help="autocast precision of the model (default: no)")
     eval_parser.add_argument("--output", type=Path, default=None, help="also write the metrics to this JSON file")
+    eval_parser.add_argument("--embeddings-dir", type=Path, default=None, metavar="DIR",
+                             help="write the embeddings to DIR/embeddings.npy batch by batch and score them from "
+                             "disk (for galleries larger than memory); a rerun resumes an interrupted DIR and "
+                             "reuses a complete one")
+    eval_parser.add_argument("--overwrite-embeddings", action="store_true",
+                             help="embed again into an --embeddings-dir that holds another model's or data set's "
+                             "embeddings (or this one's)")
     eval_parser.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is available")
     eval_parser.set_defaults(func=_run_eval)

@@ -28,6 +28,8 @@ Guarantees:
   the gather puts back in rank order: the gathered rows come in dataset order, and the rows past N (the padding) are
   dropped. A rerun with another batch size or number of processes resumes at the last whole step (P batches) before
   the recorded row, embedding those few rows again.
+* One writer per directory: the main process holds the directory's run lock (:mod:`gsp_hub.train.run_lock`,
+  ``.gsp_hub-run.lock``) while it embeds; a second process on the same directory stops with ``RunFolderInUse``.
 * Only the main process writes; every process takes part in the gathers and returns memory maps of the final files,
   so the directory must be visible to all of them (one machine, or a shared file system).
 """
@@ -40,6 +42,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,7 @@ from torch.utils.data import DataLoader
 
 from gsp_hub.io import write_json
 from gsp_hub.train.evaluation import gathered_batches
+from gsp_hub.train.run_lock import hold_run_lock
 
 __all__ = ["EMBEDDINGS_FILE", "LABELS_FILE", "PROGRESS_FILE", "check_embeddings_directory", "embed_split_to_disk",
            "split_fingerprint"]
@@ -98,6 +102,15 @@ def embed_split_to_disk(network: nn.Module, loader: DataLoader, accelerator: Acc
     total_rows = len(loader.dataset)
     if total_rows == 0:
         raise ValueError("the split to embed has no rows; pick a split with images")
+    with hold_run_lock(directory) if accelerator.is_main_process else nullcontext():  # one writer per directory
+        return _embed_to_directory(network, loader, accelerator, directory, fingerprint, total_rows,
+                                   overwrite=overwrite, channels_last=channels_last, progress_every_s=progress_every_s)
+
+
+def _embed_to_directory(network: nn.Module, loader: DataLoader, accelerator: Accelerator, directory: Path,
+                        fingerprint: str, total_rows: int, *, overwrite: bool, channels_last: bool,
+                        progress_every_s: float) -> tuple[np.memmap, np.ndarray]:
+    """:func:`embed_split_to_disk` once ``directory`` is checked and locked."""
     progress = None if overwrite else _read_progress(directory)
     if progress is not None and (progress["fingerprint"], progress["total_rows"]) != (fingerprint, total_rows):
         raise ValueError(

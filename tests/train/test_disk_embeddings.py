@@ -32,6 +32,7 @@ from gsp_hub.train.disk_embeddings import (
     split_fingerprint,
 )
 from gsp_hub.train.evaluation import embed_split
+from gsp_hub.train.run_lock import RUN_LOCK_NAME, RunFolderInUse
 
 HERE = Path(__file__).resolve().parent
 IMAGE_SIZE = 64  # test_resnet: a 2x2 feature map
@@ -99,6 +100,11 @@ def killed(tmp_path_factory, export, tiny_dataset) -> Path:
     return directory
 
 
+def written_files(directory: Path) -> dict[str, int]:
+    """The directory's files (not its lock, whose holder rewrites it) and their modification times (ns)."""
+    return {path.name: path.stat().st_mtime_ns for path in directory.iterdir() if path.name != RUN_LOCK_NAME}
+
+
 def embed_into(directory: Path, export: Path, dataset: Path, **options) -> tuple[np.memmap, np.ndarray, int]:
     """:func:`embed_split_to_disk` of the test split in batches of BATCH; also the number of batches embedded."""
     accelerator = Accelerator(cpu=True)
@@ -123,13 +129,13 @@ def test_the_files_hold_the_in_memory_embeddings_and_a_rerun_reuses_them(tmp_pat
     progress = json.loads((directory / PROGRESS_FILE).read_text())
     assert progress == {"fingerprint": progress["fingerprint"], "total_rows": 80, "dim": 16, "rows": 80,
                         "complete": True}
-    assert sorted(path.name for path in directory.iterdir()) == [EMBEDDINGS_FILE, LABELS_FILE, PROGRESS_FILE]
+    assert sorted(written_files(directory)) == [EMBEDDINGS_FILE, LABELS_FILE, PROGRESS_FILE]
 
-    written = {path.name: path.stat().st_mtime_ns for path in directory.iterdir()}
+    written = written_files(directory)
     caplog.set_level("INFO", logger="gsp_hub.train.disk_embeddings")
     again, labels_again, batches = embed_into(directory, export, tiny_dataset)
     assert batches == 0 and "holds the complete embeddings of this split: nothing to embed" in caplog.text
-    assert {path.name: path.stat().st_mtime_ns for path in directory.iterdir()} == written
+    assert written_files(directory) == written
     np.testing.assert_array_equal(again, embeddings)
     np.testing.assert_array_equal(labels_again, labels)
 
@@ -137,7 +143,7 @@ def test_the_files_hold_the_in_memory_embeddings_and_a_rerun_reuses_them(tmp_pat
 def test_another_fingerprint_is_refused_before_any_work_unless_overwritten(tmp_path, export, tiny_dataset):
     directory = tmp_path / "embeddings"
     embed_into(directory, export, tiny_dataset)
-    written = {path.name: path.stat().st_mtime_ns for path in directory.iterdir()}
+    written = written_files(directory)
     accelerator = Accelerator(cpu=True)
     network, loader, fingerprint = prepared_split(accelerator, export, tiny_dataset, BATCH)
     counter = BatchCounter(network)
@@ -147,7 +153,7 @@ def test_another_fingerprint_is_refused_before_any_work_unless_overwritten(tmp_p
     assert str(directory) in message and fingerprint in message and "another model" in message
     assert "pass another directory, or overwrite it (gsp-hub eval --overwrite-embeddings)" in message
     assert counter.batches == 0
-    assert {path.name: path.stat().st_mtime_ns for path in directory.iterdir()} == written
+    assert written_files(directory) == written
 
     _, _, batches = embed_into(directory, export, tiny_dataset, fingerprint="another model", overwrite=True)
     assert batches == 14
@@ -170,7 +176,7 @@ def test_a_run_stopped_between_its_renames_is_completed_and_lost_arrays_are_embe
     (directory / PROGRESS_FILE).write_text(json.dumps({**progress, "complete": False}))
     embeddings, _, batches = embed_into(directory, export, tiny_dataset)
     assert batches == 0 and json.loads((directory / PROGRESS_FILE).read_text())["complete"]
-    assert sorted(path.name for path in directory.iterdir()) == [EMBEDDINGS_FILE, LABELS_FILE, PROGRESS_FILE]
+    assert sorted(written_files(directory)) == [EMBEDDINGS_FILE, LABELS_FILE, PROGRESS_FILE]
     np.testing.assert_allclose(embeddings, reference[0], rtol=0, atol=1e-6)
 
     (directory / EMBEDDINGS_FILE).unlink()
@@ -255,3 +261,23 @@ def test_eval_refuses_another_models_directory_and_bad_flags(tmp_path, export, t
     assert main(["eval", "--model", str(export), "--overwrite-embeddings"]) == 2
     assert "--overwrite-embeddings starts an --embeddings-dir afresh; pass --embeddings-dir DIR too" in \
         capsys.readouterr().err
+
+
+def test_a_second_writer_of_the_directory_is_refused_before_any_work(tmp_path, export, tiny_dataset):
+    directory = tmp_path / "embeddings"
+    directory.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from gsp_hub.train.run_lock import hold_run_lock\n"
+        f"with hold_run_lock(Path({str(directory)!r})):\n    print('held', flush=True); time.sleep(600)")],
+        stdout=subprocess.PIPE, text=True, env=child_environment())
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        accelerator = Accelerator(cpu=True)
+        network, loader, fingerprint = prepared_split(accelerator, export, tiny_dataset, BATCH)
+        counter = BatchCounter(network)
+        with pytest.raises(RunFolderInUse, match=str(holder.pid)):
+            embed_split_to_disk(network, loader, accelerator, directory, fingerprint=fingerprint)
+        assert counter.batches == 0 and written_files(directory) == {}
+    finally:
+        holder.kill()
+        holder.wait()

@@ -87,7 +87,7 @@ def description(verdict: str, metadata: dict[str, Any]) -> str:
         "Generalized Sum Pooling (transport ratio 0.15, gamma 20), trained with the multi-similarity loss + 0.1 x the "
         "zero-shot regulariser on the embedded Fashion-Collage data set: 64x64 collages of one Fashion-MNIST image "
         "of the label class in a random cell and three MNIST digits (nuisance, never labels). It trains on classes "
-        "0-4, chose its epoch on classes 5-6 and is tested on the unseen classes 7-9 (Sneaker, Bag, Ankle boot).\n\n"
+        "0-3, chose its epoch on classes 4-6 and is tested on the unseen classes 7-9 (Sneaker, Bag, Ankle boot).\n\n"
         f"What it shows: GSP learns to select. Its pooling puts {card['target_mass']:.3f} of each test image's weight "
         "on the label tile (the untrained model: "
         f"{card['baselines']['the untrained model']['target_mass']:.3f}, uniform: 0.250; the heatmaps below), and "
@@ -124,7 +124,7 @@ def publish(run_dir: Path, benchmark: Path | None, out_dir: Path, cards_dir: Pat
                else paired_verdict(json.loads(benchmark.read_text(encoding="utf-8"))))
     entry = ZOO[ZOO_NAME]
     with tempfile.TemporaryDirectory() as scratch:
-        figures = [{"file": CURVES_FILE_NAME, "caption": "Training curves of the run (validation classes 5-6 chose "
+        figures = [{"file": CURVES_FILE_NAME, "caption": "Training curves of the run (validation classes 4-6 chose "
                                                          "the epoch)."},
                    retrieval_figure(model, Path(scratch)), *metadata["card"]["figures"]]
         files = {CURVES_FILE_NAME: run_dir / CURVES_FILE_NAME, RETRIEVAL_FIGURE: Path(scratch) / RETRIEVAL_FIGURE,

@@ -276,7 +276,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "retrieval (Recall@K, R-Precision, MAP@R) on the validation and test splits every epoch. Validation\n"
             "chooses the exported model; the test split is only reported.\n\n"
             "Without arguments: a GSP model on the embedded Fashion-Collage (64x64 collages of one\n"
-            "Fashion-MNIST label tile among three MNIST digits; classes 0-4 train, 5-6 validation, 7-9 test),\n"
+            "Fashion-MNIST label tile among three MNIST digits; classes 0-3 train, 4-6 validation, 7-9 test),\n"
             "a few minutes on 2 CPU cores. It reports what it must beat (raw-pixel nearest neighbours, the\n"
             "untrained model) and the pooling weight on the label tile (uniform: 0.25).\n\n"
             "Writes into --output-dir: model/ (best by validation MAP@R, Hub format), metrics.json,\n"

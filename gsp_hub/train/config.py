@@ -16,8 +16,8 @@ The defaults are the no-argument job: a GSP model (timm ``test_resnet``, a 0.4 M
 8: 64x64 inputs give 8x8 local features, 4x4 locations per collage cell; GSP with the training defaults of
 :data:`GSP_TRAINING_DEFAULTS`) trained from scratch with multi-similarity + ZSR (class embeddings initialised
 ``'unit'``) for 4 epochs on the embedded Fashion-Collage (:func:`gsp_hub.data.load_fashion_collage`: one Fashion-MNIST
-label tile among three MNIST digits), on its own class splits (classes 0-4 train, 5-6 validation, 7-9 test; batches
-of all 5 training classes x 12 images). Greyscale images are decoded to RGB like any other (``in_chans`` stays 3).
+label tile among three MNIST digits), on its own class splits (classes 0-3 train, 4-6 validation, 7-9 test; batches
+of all 4 training classes x 15 images). Greyscale images are decoded to RGB like any other (``in_chans`` stays 3).
 The job also reports what it must beat: raw-pixel nearest neighbours and the untrained model, and how much of the
 pooling weight lies on the label tile (:mod:`gsp_hub.train.baselines`). Training augmentation is off by default
 (``--augment``): on the embedded Fashion-MNIST subset it lowered held-out MAP@R (measured), and a random crop would
@@ -355,8 +355,8 @@ class TrainConfig(RunConfig):
     crop_pct: float | None = option(1.0, "evaluation centre crop: resize to img_size / crop_pct, crop img_size "
                                     "(1.0 keeps the whole image; null in YAML: the model's default)", group="data",
                                     greater_than=0.0)
-    batch_size: int = shared_option("batch_size", 60)  # the embedded job: its 5 training classes of 12
-    m_per_class: int = option(12, "images of each class in a batch (batch_size / m_per_class classes per batch)",
+    batch_size: int = shared_option("batch_size", 60)  # the embedded job: its 4 training classes of 15
+    m_per_class: int = option(15, "images of each class in a batch (batch_size / m_per_class classes per batch)",
                               group="data", minimum=1)
 
     # loss

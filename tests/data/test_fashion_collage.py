@@ -54,9 +54,9 @@ def test_the_same_bytes_on_every_build_and_another_seed_differs(collages: Datase
 
 
 def test_sizes_columns_and_class_disjoint_splits(collages: DatasetDict) -> None:
-    assert {name: len(rows) for name, rows in collages.items()} == {"train": 9000, "validation": 1200, "test": 900}
+    assert {name: len(rows) for name, rows in collages.items()} == {"train": 7200, "validation": 1800, "test": 900}
     classes = {name: set(rows["label"]) for name, rows in collages.items()}
-    assert classes == {"train": {0, 1, 2, 3, 4}, "validation": {5, 6}, "test": {7, 8, 9}}
+    assert classes == {"train": {0, 1, 2, 3}, "validation": {4, 5, 6}, "test": {7, 8, 9}}
     assert not classes["test"] & (classes["train"] | classes["validation"])
     for rows in collages.values():
         assert rows.column_names == ["image", "label", TARGET_CELL_COLUMN]
@@ -100,11 +100,11 @@ def test_it_is_the_default_and_the_zero_shot_protocol_keeps_its_splits() -> None
     assert list(dataset) == ["train", "validation", "test"] and TARGET_CELL_COLUMN in dataset["test"].column_names
     splits = make_splits(dataset, "zero-shot", validation_fraction=0.1)
     assert [sorted(set(getattr(splits, name)["label"])) for name in ("train", "validation", "test")] == [
-        [0, 1, 2, 3, 4], [5, 6], [7, 8, 9]]
-    assert (splits.num_classes, splits.num_validation_classes, splits.num_test_classes) == (5, 2, 3)
-    assert (len(splits.train), len(splits.validation), len(splits.test)) == (9000, 1200, 900)
+        [0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert (splits.num_classes, splits.num_validation_classes, splits.num_test_classes) == (4, 3, 3)
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (7200, 1800, 900)
     assert splits.test[TARGET_CELL_COLUMN] == dataset["test"][TARGET_CELL_COLUMN]  # the column follows the rows
     unselected = make_splits(dataset, "zero-shot")  # validation_fraction 0 (gsp-hub eval): the same test classes
     assert unselected.validation is None and unselected.test["label"] == splits.test["label"]
     own = make_splits(dataset, "own")
-    assert (len(own.train), len(own.validation), len(own.test)) == (9000, 1200, 900)
+    assert (len(own.train), len(own.validation), len(own.test)) == (7200, 1800, 900)

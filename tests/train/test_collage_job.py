@@ -115,8 +115,8 @@ def test_the_card_compares_with_both_baselines_and_shows_the_label_tile(default_
 def test_the_no_argument_command_trains_on_the_collage_and_prints_its_baselines(tmp_path, caplog, capsys) -> None:
     caplog.set_level(logging.INFO)
     assert main(["train", "--output-dir", str(tmp_path / "run"), "--max-steps", "2"]) == 0
-    assert "data: fashion-collage (zero-shot: train 9000 rows of classes 0-4" in caplog.text
-    assert "validation 1200 rows of classes 5-6 from validation (Sandal, Shirt), choose the model" in caplog.text
+    assert "data: fashion-collage (zero-shot: train 7200 rows of classes 0-3" in caplog.text
+    assert "validation 1800 rows of classes 4-6 from validation (Coat, Sandal, Shirt), choose the model" in caplog.text
     assert "test 900 rows of classes 7-9" in caplog.text
     printed = capsys.readouterr().out
     assert "test split, raw-pixel nearest neighbours: recall@1" in printed

@@ -94,21 +94,26 @@ def cache_features(args: argparse.Namespace, part: str, image_size: int) -> Path
 
 
 # ---------------------------------------------------------------------------------------------------------- export
+def lead_in_points(metrics: dict[str, float], reference: dict[str, float]) -> tuple[float, float, bool]:
+    """(R@1 lead, MAP@R lead) of ``metrics`` over ``reference`` in points, and whether it is a clear win (+1 point on
+    both): the rule of every verdict on a zoo card."""
+    recall, average_precision = (100 * (metrics[key] - reference[key]) for key in ("recall@1", "map@r"))
+    return recall, average_precision, min(recall, average_precision) >= 1
+
+
 def verdict(metrics: dict[str, float], baseline: dict[str, float]) -> str:
-    """How a model compares with the frozen baseline, in words for its card (a clear win needs +1 point R@1 and
-    MAP@R)."""
-    recall, average_precision = (100 * (metrics[key] - baseline[key]) for key in ("recall@1", "map@r"))
-    judgement = "it clearly beats that baseline" if min(recall, average_precision) >= 1 else (
+    """How a model compares with the frozen baseline, in words for its card (:func:`lead_in_points`)."""
+    recall, average_precision, clear_win = lead_in_points(metrics, baseline)
+    judgement = "it clearly beats that baseline" if clear_win else (
         "it does NOT clearly beat that baseline (the frozen ImageNet features already know these ImageNet classes)")
     return f"this model differs by {recall:+.2f} R@1 and {average_precision:+.2f} MAP@R points: {judgement}."
 
 
 def twin_verdict(best: dict[str, float], twin_best: dict[str, float], twin_name: str) -> str:
-    """How a GSP model compares with its GAP twin (the same recipe with average pooling), in words for its card (a
-    clear win needs +1 point R@1 and MAP@R, as against the frozen baseline)."""
-    recall, average_precision = (100 * (best[key] - twin_best[key]) for key in ("recall@1", "map@r"))
-    judgement = "it clearly beats its twin" if min(recall, average_precision) >= 1 else (
-        "it does NOT clearly beat its twin")
+    """How a GSP model compares with its GAP twin (the same recipe with average pooling), in words for its card
+    (:func:`lead_in_points`)."""
+    recall, average_precision, clear_win = lead_in_points(best, twin_best)
+    judgement = "it clearly beats its twin" if clear_win else "it does NOT clearly beat its twin"
     return (f"Its GAP twin `{twin_name}` (the same recipe with global average pooling) reaches R@1 "
             f"{100 * twin_best['recall@1']:.2f} / MAP@R {100 * twin_best['map@r']:.2f}; this model differs from it by "
             f"{recall:+.2f} R@1 and {average_precision:+.2f} MAP@R points: {judgement}.")

@@ -102,7 +102,7 @@ def embed_split_to_disk(network: nn.Module, loader: DataLoader, accelerator: Acc
     total_rows = len(loader.dataset)
     if total_rows == 0:
         raise ValueError("the split to embed has no rows; pick a split with images")
-    with hold_run_lock(directory) if accelerator.is_main_process else nullcontext():  # one writer per directory
+    with hold_run_lock(directory, "directory") if accelerator.is_main_process else nullcontext():  # one writer
         return _embed_to_directory(network, loader, accelerator, directory, fingerprint, total_rows,
                                    overwrite=overwrite, channels_last=channels_last, progress_every_s=progress_every_s)
 

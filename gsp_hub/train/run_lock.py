@@ -35,9 +35,10 @@ class RunFolderInUse(OSError):
 
 
 @contextmanager
-def hold_run_lock(output_dir: Path) -> Iterator[None]:
+def hold_run_lock(output_dir: Path, argument: str = "--output-dir") -> Iterator[None]:
     """Hold the run lock of ``output_dir`` (created if absent) while the block runs; :class:`RunFolderInUse` (an
-    ``OSError``) naming the folder and the holder's PID if another process holds it."""
+    ``OSError``) naming the folder (as ``argument``, the option or parameter that chose it) and the holder's PID if
+    another process holds it."""
     if fcntl is None:
         yield
         return
@@ -50,8 +51,8 @@ def hold_run_lock(output_dir: Path) -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(handle, 32, 0).decode(errors="replace").strip() or "unknown"
             raise RunFolderInUse(
-                f"--output-dir {output_dir} is in use by another gsp_hub run (process {holder}); wait for it to end, "
-                "or choose another --output-dir."
+                f"{argument} {output_dir} is in use by another gsp_hub run (process {holder}); wait for it to end, "
+                f"or choose another {argument}."
             ) from None
         os.ftruncate(handle, 0)
         os.pwrite(handle, str(os.getpid()).encode(), 0)

@@ -275,7 +275,7 @@ def test_a_second_writer_of_the_directory_is_refused_before_any_work(tmp_path, e
         accelerator = Accelerator(cpu=True)
         network, loader, fingerprint = prepared_split(accelerator, export, tiny_dataset, BATCH)
         counter = BatchCounter(network)
-        with pytest.raises(RunFolderInUse, match=str(holder.pid)):
+        with pytest.raises(RunFolderInUse, match=rf"directory {directory} is in use by .*process {holder.pid}"):
             embed_split_to_disk(network, loader, accelerator, directory, fingerprint=fingerprint)
         assert counter.batches == 0 and written_files(directory) == {}
     finally:

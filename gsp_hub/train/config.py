@@ -194,7 +194,7 @@ class RunConfig:
     cpu: bool = option(False, "run on the CPU even if a GPU is available", group="run")
     reuse_freed_memory: bool = option(True, "on the CPU (Linux, glibc), keep the host memory a step frees for the "
                                       "next step instead of returning it to the system and faulting it in again "
-                                      "(ResNet-50 steps 1.1-1.2x faster); returned when the run ends", group="run")
+                                      "(ResNet-50 steps 1.1-1.3x faster); returned when the run ends", group="run")
 
     def __post_init__(self) -> None:
         self.validate()

@@ -22,6 +22,7 @@ emulated. ``--profile`` adds each gsp_hub call's most expensive torch operations
     python benchmarks/bench_metrics.py                       # auto, float32, AccuracyCalculator (~7 GB RAM)
     python benchmarks/bench_metrics.py --emulate-avx2        # the same, limited to AVX2
     python benchmarks/bench_metrics.py --methods float32 --chunk-size 2048 --profile
+    python benchmarks/bench_metrics.py --device cuda         # on a GPU (peak GPU memory printed too)
 """
 
 from __future__ import annotations
@@ -37,8 +38,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 NUM_ITEMS, NUM_CLASSES, DIM = 60_502, 11_316, 512
 MIN_CLASS_SIZE, MAX_CLASS_SIZE = 2, 12
@@ -95,16 +100,19 @@ class _Messages(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def run_worker(method: str, data_dir: Path, chunk_size: int, profile: bool) -> None:
-    """Child process: time one metric call and print a JSON line with seconds, peak RSS, results and kernels."""
+def run_worker(method: str, data_dir: Path, chunk_size: int, profile: bool, device: str) -> None:
+    """Child process: time one metric call on ``device`` and print a JSON line with seconds, peak RSS (and peak GPU
+    memory on CUDA), results and kernels."""
     import torch
 
     kernels = _Messages()
+    if device == "cuda":
+        kernels.messages.append(f"device {torch.cuda.get_device_name()}")
     if method == "pml":
         import faiss
         from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
-        calculator = AccuracyCalculator(include=tuple(PML_KEYS.values()), k="max_bin_count", device=torch.device("cpu"))
+        calculator = AccuracyCalculator(include=tuple(PML_KEYS.values()), k="max_bin_count", device=torch.device(device))
         compute = calculator.get_accuracy
         kernels.messages.append(f"faiss {faiss.__version__}, SIMD level {faiss.SIMDConfig.get_level_name()}")
     else:
@@ -114,30 +122,35 @@ def run_worker(method: str, data_dir: Path, chunk_size: int, profile: bool) -> N
         search_logger = logging.getLogger("gsp_hub.metrics.topk")
         search_logger.setLevel(logging.DEBUG)
         search_logger.addHandler(kernels)
-        kernels.messages.append("fast bf16 dot products on this CPU: "
-                                f"{'yes' if screening_available(torch.device('cpu')) else 'no'}")
+        kernels.messages.append(f"fast bf16 dot products on this {device.upper()}: "
+                                f"{'yes' if screening_available(torch.device(device)) else 'no'}")
 
-        def compute(embeddings: np.ndarray, labels: np.ndarray) -> dict:
+        def compute(embeddings: torch.Tensor, labels: torch.Tensor) -> dict:
             if method == "products":
                 return symmetric_products(embeddings, chunk_size)
             return retrieval_metrics(embeddings, labels, chunk_size=chunk_size or None,
                                      bf16_screening=METHODS[method][1])
-    embeddings, labels = np.load(data_dir / "embeddings.npy"), np.load(data_dir / "labels.npy")
+    embeddings = torch.from_numpy(np.load(data_dir / "embeddings.npy")).to(device)
+    labels = torch.from_numpy(np.load(data_dir / "labels.npy")).to(device)
     rss_before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     profiled = profile and method != "pml"
     profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if profiled else None
     start = time.perf_counter()
     with profiler or contextlib.nullcontext():
         results = compute(embeddings, labels)
+        if device == "cuda":
+            torch.cuda.synchronize()
     seconds = time.perf_counter() - start
+    peak_gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15) if profiler else ""
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb, "rss_before_mb": rss_before_mb,
+                      "peak_gpu_mb": peak_gpu_mb,
                       "threads": torch.get_num_threads(), "torch_cpu_kernels": torch.backends.cpu.get_cpu_capability(),
                       "kernels": kernels.messages, "profile": table, "results": results}))
 
 
-def symmetric_products(embeddings: np.ndarray, chunk_size: int) -> dict:
+def symmetric_products(embeddings: torch.Tensor, chunk_size: int) -> dict:
     """The float32 products of a symmetric blocked search of ``embeddings`` (N, D): every block pair (i <= j) of
     side ``chunk_size`` (0: :func:`gsp_hub.metrics.topk.block_size`) once, into one reused (B, B) buffer; no
     ranking. Returns no metrics (an empty dict)."""
@@ -147,7 +160,7 @@ def symmetric_products(embeddings: np.ndarray, chunk_size: int) -> dict:
 
     rows, dim = embeddings.shape
     side = chunk_size or block_size(rows, rows, dim, torch.float32)
-    matrix, buffer = torch.from_numpy(embeddings), torch.empty(side * side)
+    matrix, buffer = embeddings, torch.empty(side * side, device=embeddings.device)
     starts = range(0, rows, side)
     for i in starts:
         queries = matrix[i:i + side]
@@ -187,8 +200,9 @@ def print_report(runs: dict[str, dict], emulated: bool) -> None:
           f"{'torch kernels':>15}{'load avg 1 min':>16}")
     for method, run in runs.items():
         load = f"{run['load'][0]:.1f} -> {run['load'][1]:.1f}"
+        gpu = "" if run["peak_gpu_mb"] is None else f"  peak GPU memory {run['peak_gpu_mb']:.0f} MB"
         print(f"{METHODS[method][0]:<24}{run['seconds']:>15.2f}{run['peak_rss_mb']:>15.0f}{run['rss_before_mb']:>17.0f}"
-              f"{run['threads']:>9}{run['torch_cpu_kernels']:>15}{load:>16}")
+              f"{run['threads']:>9}{run['torch_cpu_kernels']:>15}{load:>16}{gpu}")
     print("\nkernels" + (" (emulated AVX2: " + ", ".join(f"{k}={v}" for k, v in AVX2_ENVIRONMENT.items()) + ")"
                          if emulated else ""))
     for method, run in runs.items():
@@ -222,6 +236,9 @@ def main() -> None:
     parser.add_argument("--emulate-avx2", action="store_true", help="limit every child's libraries to AVX2")
     parser.add_argument("--profile", action="store_true", help="print each gsp_hub call's costliest torch ops")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the embeddings live and every method computes (cuda: AccuracyCalculator searches "
+                             "with faiss on the GPU where faiss has GPU support, else on the CPU)")
     parser.add_argument("--worker", choices=["data", *METHODS], help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -229,7 +246,7 @@ def main() -> None:
         write_data(args.data_dir, args.seed)
         return
     if args.worker:
-        run_worker(args.worker, args.data_dir, args.chunk_size, args.profile)
+        run_worker(args.worker, args.data_dir, args.chunk_size, args.profile, args.device)
         return
 
     environment = AVX2_ENVIRONMENT if args.emulate_avx2 else {}
@@ -239,7 +256,8 @@ def main() -> None:
               f"sizes {data['sizes'][0]}-{data['sizes'][1]} (mean {data['sizes'][2]:.2f})")
         runs = {}
         for method in dict.fromkeys(args.methods):
-            arguments = ["--worker", method, "--data-dir", data_dir, "--chunk-size", str(args.chunk_size)]
+            arguments = ["--worker", method, "--data-dir", data_dir, "--chunk-size", str(args.chunk_size),
+                         "--device", args.device]
             runs[method] = run_in_subprocess(arguments + (["--profile"] if args.profile else []), environment)
     print_report(runs, args.emulate_avx2)
 

@@ -3,8 +3,9 @@
 :class:`Trainer` owns what every run shares: the accelerate ``Accelerator`` (devices, processes, mixed precision,
 gradient accumulation), the run folder and its checks, the step / epoch loop with its progress bar, the learning-rate
 schedule (``torch.optim.lr_scheduler.LambdaLR``, prepared by accelerate), the evaluation cadence on the validation
-and test splits, model selection on validation, checkpoints and exact resume, tensorboard logging, ``metrics.json``
-and ``curves.png``. A task supplies the parts of one kind of run — metric learning
+and test splits, model selection on validation, checkpoints and exact resume, tensorboard logging (each logged step's
+throughput and wait for data), ``metrics.json`` and ``curves.png``, and on the CPU the reuse of freed host memory
+(:mod:`gsp_hub.train.host_memory`). A task supplies the parts of one kind of run — metric learning
 (:class:`~gsp_hub.train.metric_learning.MetricLearningTask`), distillation
 (:class:`~gsp_hub.train.distillation.DistillationTask`), a head on cached feature maps
 (:class:`~gsp_hub.train.cached_head.CachedHeadTask`) — and callbacks (:class:`~gsp_hub.train.callbacks.Callback`)

@@ -89,8 +89,6 @@ TIMM_STEP = re.compile(r"Train: \d+ \[\s*(\d+)/\d+.*?Time: ([\d.]+)s,.*?Data: ([
 GSP_HUB_STEP = re.compile(r"step (\d+): loss \S+, lr \S+, ([\d.]+) s per step, \S+ images/s, data ([\d.]+) s per step")
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 ONEDNN_CONVOLUTION = re.compile(r"onednn_verbose,(?:v1,)?primitive,exec,cpu,convolution,([^,]+),([^,]+),")
-# glibc's malloc as gsp_hub.train.host_memory sets it for a CPU run: nothing mmapped, the heap never trimmed
-REUSE_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"
 ALLOCATORS = {
     "shipped": "each side as it ships: gsp_hub reuses freed host memory in a CPU run, timm's train.py does not",
     "reuse": "both reuse freed host memory (timm's train.py through GLIBC_TUNABLES)",
@@ -178,7 +176,9 @@ class Workload:
         gsp_hub sets it for a CPU run (:mod:`gsp_hub.train.host_memory`)."""
         if self.allocator != "reuse":
             return dict(os.environ)
-        return {**os.environ, "GLIBC_TUNABLES": REUSE_TUNABLES}
+        from gsp_hub.train.host_memory import GLIBC_TUNABLES  # main() put this checkout on sys.path
+
+        return {**os.environ, "GLIBC_TUNABLES": GLIBC_TUNABLES}
 
 
 def timm_augmentation_flags(augment_kwargs: Mapping[str, Any]) -> list[str]:

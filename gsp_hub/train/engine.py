@@ -88,7 +88,6 @@ __all__ = [
 
 logger = get_logger(__name__)  # logs on the main process only
 Item = TypeVar("Item")
-_EXHAUSTED = object()  # what WaitTimer.timed gets from an iterator with no item left
 
 CHECKPOINTS_DIR_NAME = "checkpoints"
 LOGS_DIR_NAME = "logs"
@@ -482,14 +481,11 @@ class WaitTimer:
     def timed(self, items: Iterable[Item]) -> Iterator[Item]:
         """Yield ``items``, adding to ``seconds`` the time each took to arrive (not the time the caller spends
         between items)."""
-        iterator = iter(items)
-        while True:
-            started = time.perf_counter()
-            item = next(iterator, _EXHAUSTED)
-            if item is _EXHAUSTED:
-                return
+        started = time.perf_counter()
+        for item in items:
             self.seconds += time.perf_counter() - started
             yield item
+            started = time.perf_counter()  # the caller asks for the next item
 
 
 def learning_rate_factor(step: int, total_steps: int, warmup_steps: int = 0, schedule: str = "cosine") -> float:

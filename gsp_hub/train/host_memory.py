@@ -26,12 +26,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 
-__all__ = ["freed_memory_reused", "glibc_malloc_available"]
+__all__ = ["GLIBC_TUNABLES", "freed_memory_reused", "glibc_malloc_available"]
 
 # mallopt parameters and glibc's defaults (malloc.h, mallopt(3))
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 DEFAULT_TRIM_THRESHOLD, DEFAULT_MMAP_MAX = 128 * 1024, 65536
 NEVER_TRIM = 2**31 - 1  # mallopt takes an int
+# the same settings for a whole process from its start (environment variable GLIBC_TUNABLES), e.g. one gsp_hub does
+# not run, such as timm's train.py in benchmarks/bench_train_vs_timm.py
+GLIBC_TUNABLES = f"glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold={NEVER_TRIM}"
 
 
 @cache

@@ -52,6 +52,13 @@ class GSPLoss(nn.Module):
         self.convex = convex
 
     @property
+    def class_weights(self) -> Tensor | None:
+        """The base loss's class weights, its ``proxies`` Parameter ((C, D) for proxy-anchor, (C * P, D) for CCP),
+        or None for a loss without proxies. GSP's ``init='weights_kcenter'`` picks its prototypes among them."""
+        proxies = getattr(self.base_loss, "proxies", None)
+        return proxies if isinstance(proxies, Tensor) else None
+
+    @property
     def base_weight(self) -> float:
         """Weight of the base term: 1 - w (convex) or 1, and 1 without a regulariser."""
         return 1.0 - self.weight if self.convex and self.regularizer is not None else 1.0

@@ -4,7 +4,7 @@ The zoo recipe (``scripts/train_zoo.py``, ``tin_fidelity.py``, ``collage_experim
 EfficientNet-Lite0 runs once over the images and its maps are kept (:class:`FeatureSplit`, in memory); a fresh
 per-location embedding + pooling (GSP with the zero-shot regulariser, or GAP) is trained on them with
 m-per-class batches. The embedding starts as the (whitened) PCA of the average-pooled training maps, the GSP
-prototypes by greedy k-center over pooled embeddings; the backbone's BatchNorm statistics stay frozen. With
+prototypes by greedy k-center over pooled embeddings (``gsp_init="weights_kcenter"``: over a proxy loss's proxies); the backbone's BatchNorm statistics stay frozen. With
 ``finetune_from_block`` N > 0 the maps are cached at the input of backbone block N (M, C, h, w) and blocks N.. plus
 ``conv_head`` / ``bn2`` train too, at ``lr * backbone_lr_scale``.
 
@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from gsp_hub.data import MPerClassBatchSampler, describe_classes
 from gsp_hub.layers import GSPOutput
+from gsp_hub.layers.gsp import PROTOTYPE_INITS
 from gsp_hub.losses import GSPLoss, ZeroShotRegularizer, create_loss
 from gsp_hub.metrics import retrieval_metrics
 from gsp_hub.models.pretrained import (  # importing gsp_hub.models registers its architectures with timm
@@ -43,7 +44,7 @@ from gsp_hub.models.pretrained import (  # importing gsp_hub.models registers it
     load_efficientnet_lite0_imagenet,
 )
 from gsp_hub.train.artifacts import export_model
-from gsp_hub.train.callbacks import Callback
+from gsp_hub.train.callbacks import Callback, PrototypeInitCallback
 from gsp_hub.train.config import RunConfig, option, shared_option
 from gsp_hub.train.data import check_labels
 from gsp_hub.train.engine import Task, Trainer, TrainingStep
@@ -99,6 +100,13 @@ class CachedHeadConfig(RunConfig):
                            "PyTorch port's max)", group="model", choices=("gap", "gmp"))
     add_max_pool: bool = option(False, "GSP: also add the global max pooling of the un-weighted locations (the TF "
                                 "'conventional' configs)", group="model")
+    gsp_init: str = option("memory_kcenter", "GSP prototype init: memory_kcenter (greedy k-center over the pooled "
+                           "embeddings of pool memory_size random train maps, before training; the TF layer) or "
+                           "weights_kcenter (the PyTorch port: k-center over the loss's proxies once memory_size "
+                           "maps were trained on; needs a proxy loss with at least num_prototypes proxies)",
+                           group="model", choices=PROTOTYPE_INITS)
+    gsp_memory_size: int = option(1024, "GSP prototype warm-up length in maps (the pool's memory_size; at least 2 "
+                                  "x num_prototypes for memory_kcenter)", group="model", minimum=1)
     finetune_from_block: int = option(0, "N > 0: the maps are the input of backbone block N, and blocks N.., "
                                       "conv_head and bn2 train too (BatchNorm statistics frozen)", group="model",
                                       minimum=0, maximum=6)
@@ -123,6 +131,8 @@ class CachedHeadConfig(RunConfig):
     weight_decay: float = shared_option("weight_decay", 1e-4)
     scheduler: str = shared_option("scheduler", "constant")
     epochs: int = shared_option("epochs", 8)
+    loss_lr_scale: float = option(1.0, "learning-rate multiplier of the loss parameters (proxies, ZSR class "
+                                  "embeddings); proxy-anchor usually wants 100", group="optimisation", minimum=0.0)
     prototype_lr_scale: float = option(1.0, "learning-rate multiplier of the GSP prototypes", group="optimisation",
                                        minimum=0.0)
     backbone_lr_scale: float = option(0.1, "learning-rate multiplier of the fine-tuned backbone blocks",
@@ -203,7 +213,8 @@ def build_model(config: CachedHeadConfig) -> nn.Module:
     built under :func:`model_name` (a zoo tag gives its pretrained config); the backbone is frozen except the
     blocks from ``config.finetune_from_block`` on (with ``conv_head`` and ``bn2``)."""
     pool_kwargs = (dict(num_prototypes=config.num_prototypes, transport_ratio=config.transport_ratio,
-                        gamma=config.gamma, head=config.gsp_head, add_max_pool=config.add_max_pool)
+                        gamma=config.gamma, head=config.gsp_head, add_max_pool=config.add_max_pool,
+                        init=config.gsp_init, memory_size=config.gsp_memory_size)
                    if config.pool == "gsp" else {})
     model = timm.create_model(model_name(config.pool, config.tag), embed_dim=config.embed_dim, **pool_kwargs)
     if config.backbone_weights != "random":
@@ -335,7 +346,7 @@ class CachedHeadTask(Task):
         classes, self.train_labels = torch.unique(train.labels, return_inverse=True)  # the losses need 0..C-1
         if config.embed_init != "random":
             init_embedding_pca_(self.network, train.features, whiten=config.embed_init == "whiten")
-        if config.pool == "gsp":
+        if config.pool == "gsp" and config.gsp_init == "memory_kcenter":
             init_prototypes_(self.network, train.features, torch.Generator().manual_seed(config.seed))
         regularizer = (ZeroShotRegularizer(len(classes), config.embed_dim,
                                            class_embedding_init=config.zsr_class_embedding_init)
@@ -343,23 +354,39 @@ class CachedHeadTask(Task):
         self.loss_fn = GSPLoss(create_loss(config.loss, num_classes=len(classes), embed_dim=config.embed_dim),
                                regularizer, weight=config.zsr_weight if regularizer is not None else 0.0
                                ).to(accelerator.device)
+        self.prototype_class_weights = None  # the proxies that weights_kcenter picks the prototypes from
+        if config.pool == "gsp" and config.gsp_init == "weights_kcenter":
+            self.prototype_class_weights = self.loss_fn.class_weights
+            if self.prototype_class_weights is None:
+                raise ValueError(f"gsp_init='weights_kcenter' picks the GSP prototypes from the loss's proxies, but "
+                                 f"loss={config.loss!r} has none; use loss='proxy_anchor' or "
+                                 "gsp_init='memory_kcenter'.")
+            self.model.pool.check_class_weights(self.prototype_class_weights.detach())
         self.test_data, self.validation_data = self.splits.test, self.splits.validation
 
     def create_optimizer(self) -> torch.optim.Optimizer:
-        """AdamW: the head and loss at ``lr``, the GSP prototypes at ``lr * prototype_lr_scale``, the fine-tuned
-        backbone blocks at ``lr * backbone_lr_scale``."""
+        """AdamW: the head at ``lr``, the loss's parameters at ``lr * loss_lr_scale``, the GSP prototypes at
+        ``lr * prototype_lr_scale``, the fine-tuned backbone blocks at ``lr * backbone_lr_scale``."""
         config = self.config
         head = [(name, p) for name, p in self.model.named_parameters() if not name.startswith("backbone.")]
         groups = [
-            ([p for name, p in head if name != "pool.prototypes"] + list(self.loss_fn.parameters()), config.lr),
+            ([p for name, p in head if name != "pool.prototypes"], config.lr),
+            (list(self.loss_fn.parameters()), config.lr * config.loss_lr_scale),
             ([p for name, p in head if name == "pool.prototypes"], config.lr * config.prototype_lr_scale),
             ([p for p in self.model.backbone.parameters() if p.requires_grad], config.lr * config.backbone_lr_scale),
         ]
         return torch.optim.AdamW([{"params": params, "lr": lr, "initial_lr": lr} for params, lr in groups if params],
                                  weight_decay=config.weight_decay)
 
+    def callbacks(self, trainer: Trainer) -> list[Callback]:
+        """With ``gsp_init='weights_kcenter'`` the warm-up that picks the prototypes among the proxies (the memory
+        k-center runs in :meth:`build`, before training)."""
+        if self.prototype_class_weights is None:
+            return []
+        return [PrototypeInitCallback(self.model.pool, self.prototype_class_weights)]
+
     def stateful(self) -> dict[str, Stateful]:
-        return {"loss": self.loss_fn}  # the ZSR class embeddings
+        return {"loss": self.loss_fn}  # the ZSR class embeddings, the proxies
 
     def batches_per_epoch(self, num_processes: int) -> int:
         return len(self.splits.train) // (self.config.batch_size * num_processes)
@@ -375,8 +402,8 @@ class CachedHeadTask(Task):
     def training_step(self, network: nn.Module, batch: tuple[Tensor, Tensor], step: int) -> TrainingStep:
         features, labels = (tensor.to(self.device) for tensor in batch)
         embeddings, aux = network(features)
-        terms, outputs = compute_loss(self.loss_fn, embeddings, labels, None if aux is None else aux.attributes,
-                                      step)
+        ready = aux is not None and bool(self.model.pool.initialized)  # before the warm-up's end ZSR is skipped
+        terms, outputs = compute_loss(self.loss_fn, embeddings, labels, aux.attributes if ready else None, step)
         return TrainingStep(terms.total, outputs, partial(loss_log_values, terms))
 
     def evaluate(self, network: nn.Module, loader: DataLoader, accelerator: Accelerator) -> dict[str, float]:

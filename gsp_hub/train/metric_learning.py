@@ -180,8 +180,8 @@ def loss_class_weights(config: TrainConfig, loss_fn: GSPLoss) -> Tensor:
     """The class weights a GSP pool built with ``init='weights_kcenter'`` picks its prototypes from: the base loss's
     proxies (``proxy_anchor``: (Cls, D); ``ccp``: (Cls * P, D)), a Parameter read when the warm-up ends. ValueError
     for a loss without proxies."""
-    proxies = getattr(loss_fn.base_loss, "proxies", None)
-    if not isinstance(proxies, Tensor):
+    proxies = loss_fn.class_weights
+    if proxies is None:
         raise ValueError(
             f"--pool-kwargs init=weights_kcenter picks the GSP prototypes from the loss's class weights, but --loss "
             f"{config.loss} has none; use a proxy loss (--loss proxy_anchor or ccp) or init=memory_kcenter."

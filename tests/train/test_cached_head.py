@@ -4,6 +4,7 @@ map cache and the recipe variants of the zoo scripts."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,9 @@ import torch
 
 import gsp_hub
 from gsp_hub.data import load_fashion_mnist_subset
+from gsp_hub.layers import GSP
 from gsp_hub.train import Trainer
+from gsp_hub.train.callbacks import BatchOutputs, Callback
 from gsp_hub.train.cached_head import (
     CachedHeadConfig,
     CachedHeadNetwork,
@@ -155,3 +158,48 @@ def test_official_gsp_options_reach_the_pool_the_regulariser_and_the_export(tmp_
     assert Variant.parse("g:add_max_pool=false").overrides == {"add_max_pool": False}
     with pytest.raises(ValueError, match="expected true or false, got 'yes'"):
         Variant.parse("g:add_max_pool=yes")
+
+
+def test_weights_kcenter_picks_the_prototypes_among_the_proxies_after_the_warm_up(tmp_path):
+    """gsp_init='weights_kcenter' with proxy-anchor (4 classes, 4 prototypes, warm-up 16 maps = 2 steps of 8): the
+    prototypes are set once, right after step 2, to the k-center picks among the proxies of that moment; the
+    proxies learn at lr * loss_lr_scale."""
+    config = tiny_config(tmp_path / "run", epochs=1, loss="proxy_anchor", zsr_weight=0.1, gsp_memory_size=16,
+                         gsp_init="weights_kcenter", loss_lr_scale=100.0)
+    data = splits((4, 1280))
+    task = CachedHeadTask(config, data["train"], data["test"], data["validation"])
+
+    class Spy(Callback):
+        """Records each step's initialised flag and the proxies and prototypes after the initialising step."""
+
+        def __init__(self) -> None:
+            self.initialised: list[bool] = []
+
+        def on_train_batch(self, outputs: BatchOutputs) -> None:
+            self.initialised.append(bool(task.model.pool.initialized))
+            if self.initialised == [False, True]:
+                self.proxies = task.loss_fn.class_weights.detach().clone()
+                self.prototypes = task.model.pool.prototypes.detach().clone()
+
+    spy = Spy()
+    trainer = Trainer(task, [spy])
+    loss_lr = {group["lr"] for group in trainer.optimizer.optimizer.param_groups
+               if any(p is task.loss_fn.class_weights for p in group["params"])}
+    assert loss_lr == {config.lr * 100.0}
+    trainer.run()
+    assert spy.initialised == [False, True, True, True]
+    expected = GSP(16, num_prototypes=4, memory_size=1, init="weights_kcenter")
+    expected.init_prototypes_from_weights_(spy.proxies)
+    torch.testing.assert_close(spy.prototypes, expected.prototypes.detach(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"loss": "ms"}, "loss='ms' has none; use loss='proxy_anchor' or gsp_init='memory_kcenter'"),
+    ({"loss": "proxy_anchor", "num_prototypes": 5}, "num_prototypes = 5 rows"),
+])
+def test_weights_kcenter_without_enough_proxies_fails_before_training(tmp_path, overrides, message):
+    config = tiny_config(tmp_path / "run", gsp_init="weights_kcenter", gsp_memory_size=8, **overrides)
+    data = splits((4, 1280))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Trainer(CachedHeadTask(config, data["train"], data["test"], data["validation"]))
+    assert not (tmp_path / "run" / "metrics.json").exists()

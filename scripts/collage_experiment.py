@@ -23,7 +23,8 @@ Two protocols (``--protocol``):
    for every variant (paired), a fixed number of epochs; without a validation split no model selection (the last
    epoch is reported). Default variants: GAP, GSP (mu 0.25, gamma 20), GSP + ZSR; ``--variant`` adds or replaces
    them (e.g. ``gmp:pool=gsp,gsp_head=gmp``, ``gsp+max:pool=gsp,add_max_pool=true``,
-   ``zsr-unit:pool=gsp,zsr_weight=0.1,zsr_class_embedding_init=unit``).
+   ``zsr-unit:pool=gsp,zsr_weight=0.1,zsr_class_embedding_init=unit``, the PyTorch port's prototypes picked among
+   a proxy loss's proxies ``wk:pool=gsp,loss=proxy_anchor,loss_lr_scale=100,num_prototypes=16,gsp_init=weights_kcenter``).
    With a validation split (``superclass``) the engine exports each head's best epoch by validation MAP@R.
 3. Report: R@1/2/4, MAP@R, R-precision on the test collages (mean +- std over seeds, paired differences vs GAP),
    the GSP pooling-weight mass on the target tile (uniform = 0.25), the frozen 1280-d GAP baseline and the oracle

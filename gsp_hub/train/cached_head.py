@@ -231,13 +231,15 @@ class CachedHeadNetwork(nn.Module):
     """The training view of a Lite0 MetricNet on cached maps: maps -> (embeddings (B, D), pooling output or None).
 
     ``finetune_from_block`` N > 0: the maps are the input of backbone block N and run through the rest of the
-    backbone. The backbone stays in eval mode when the network trains (frozen BatchNorm statistics: m-per-class
-    batches are not the image distribution).
+    backbone. The backbone is in eval mode from the start and stays so when the network trains (frozen BatchNorm
+    statistics: m-per-class batches are not the image distribution, and the PCA and prototype initialisations read
+    the backbone before training starts).
     """
 
     def __init__(self, model: nn.Module, finetune_from_block: int = 0) -> None:
         super().__init__()
         self.model, self.finetune_from_block = model, finetune_from_block
+        self.train()
 
     def local_features(self, cached: Tensor) -> Tensor:
         """Cached maps -> local features (B, N, 1280) in fp32: final maps (B, N, 1280) as they are, block-input

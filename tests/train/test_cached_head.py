@@ -128,8 +128,9 @@ def test_cached_block_input_maps_continue_to_the_cached_final_maps(tmp_path):
     assert block_input.features.shape == (3, 192, 1, 1)
     assert final.labels.tolist() == block_input.labels.tolist() == [images[int(i)]["label"] for i in rows]
     network = CachedHeadNetwork(build_model(CachedHeadConfig(output_dir=str(tmp_path), finetune_from_block=6)), 6)
+    assert network.training and not network.model.backbone.training  # frozen BatchNorm statistics from the start
     with torch.no_grad():
-        continued = network.eval().local_features(block_input.features)
+        continued = network.local_features(block_input.features)
     torch.testing.assert_close(continued, final.features.float(), atol=0.02, rtol=0.01)  # fp16 caches
 
 

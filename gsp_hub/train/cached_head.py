@@ -4,9 +4,10 @@ The zoo recipe (``scripts/train_zoo.py``, ``tin_fidelity.py``, ``collage_experim
 EfficientNet-Lite0 runs once over the images and its maps are kept (:class:`FeatureSplit`, in memory); a fresh
 per-location embedding + pooling (GSP with the zero-shot regulariser, or GAP) is trained on them with
 m-per-class batches. The embedding starts as the (whitened) PCA of the average-pooled training maps, the GSP
-prototypes by greedy k-center over pooled embeddings (``gsp_init="weights_kcenter"``: over a proxy loss's proxies); the backbone's BatchNorm statistics stay frozen. With
-``finetune_from_block`` N > 0 the maps are cached at the input of backbone block N (M, C, h, w) and blocks N.. plus
-``conv_head`` / ``bn2`` train too, at ``lr * backbone_lr_scale``.
+prototypes by greedy k-center over pooled embeddings (``gsp_init="weights_kcenter"``: over a proxy loss's
+proxies); the backbone's BatchNorm statistics stay frozen. With ``finetune_from_block`` N > 0 the maps are
+cached at the input of backbone block N (M, C, h, w) and blocks N.. plus ``conv_head`` / ``bn2`` train too, at
+``lr * backbone_lr_scale``.
 
     summary = train_cached_head(CachedHeadConfig(pool="gsp", output_dir="runs/gsp"), train, test, validation)
 

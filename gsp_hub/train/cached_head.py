@@ -363,8 +363,7 @@ class CachedHeadTask(Task):
             if self.prototype_class_weights is None:
                 raise ValueError(f"gsp_init='weights_kcenter' picks the GSP prototypes from the loss's proxies, but "
                                  f"loss={config.loss!r} has none; use loss='proxy_anchor' or "
-                                 "gsp_init='memory_kcenter'.")
-            self.model.pool.check_class_weights(self.prototype_class_weights.detach())
+                                 "gsp_init='memory_kcenter'.")  # their count: PrototypeInitCallback checks it
         self.test_data, self.validation_data = self.splits.test, self.splits.validation
 
     def create_optimizer(self) -> torch.optim.Optimizer:

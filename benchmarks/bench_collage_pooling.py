@@ -1,6 +1,6 @@
 """A collage job against its pooling twins over paired seeds: does GSP select and win? (issue 21)
 
-For every seed, the no-argument job (`gsp-hub train`, the embedded Fashion-Collage, classes 0-4 train, 5-6
+For every seed, the no-argument job (`gsp-hub train`, the embedded Fashion-Collage, classes 0-3 train, 4-6
 validation, 7-9 test) — or the job that the `gsp-hub train` flags after ``--`` describe — runs once per pooling:
 the default GSP and the same recipe with ``--pool avg`` and ``--pool attn`` (learned attention, the plainest
 selector), each in a fresh process, with the model chosen on the validation split only. Reported from each run's

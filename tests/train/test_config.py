@@ -113,16 +113,48 @@ def test_numbers_are_stored_as_plain_python_numbers() -> None:
     assert type(config.lr) is float and type(config.epochs) is int
 
 
-def test_the_default_zsr_and_gsp_options_are_accepted_by_their_factories():
-    """The defaults skip the construction-time kwargs check (it would import torch): check them here."""
+def test_the_default_zsr_gsp_and_augmentation_options_are_accepted_by_their_factories():
+    """The defaults skip the construction-time kwargs check (it would import torch and timm): check them here."""
+    import timm.data
+
     from gsp_hub.checks import check_kwargs
     from gsp_hub.layers.pooling import check_pool_kwargs
     from gsp_hub.losses import ZeroShotRegularizer
-    from gsp_hub.train.config import DEFAULT_ZSR_KWARGS, GSP_TRAINING_DEFAULTS
+    from gsp_hub.train.config import DEFAULT_AUGMENT_KWARGS, DEFAULT_ZSR_KWARGS, GSP_TRAINING_DEFAULTS
 
     check_kwargs("zsr_kwargs", DEFAULT_ZSR_KWARGS, ZeroShotRegularizer, supplied=("num_classes", "embed_dim"))
     check_pool_kwargs("gsp", GSP_TRAINING_DEFAULTS)
-    assert TrainConfig().zsr_kwargs == DEFAULT_ZSR_KWARGS
+    check_kwargs("augment_kwargs", DEFAULT_AUGMENT_KWARGS, timm.data.create_transform,
+                 supplied=("is_training", "input_size", "crop_pct", "crop_mode"))
+    defaults = TrainConfig()
+    assert defaults.zsr_kwargs == DEFAULT_ZSR_KWARGS
+    assert defaults.augment and defaults.augment_kwargs == DEFAULT_AUGMENT_KWARGS
+
+
+def test_the_default_augmentation_only_flips_so_every_tile_stays_whole_in_a_cell():
+    """Independent reference: the evaluation transform of the same image, flipped by torch. Every augmented copy of
+    a collage is one of its four flips (none, left-right, upside down, both), and over 64 draws all four occur."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from gsp_hub.data.transforms import create_image_transforms
+    from gsp_hub.train.config import DEFAULT_AUGMENT_KWARGS
+
+    transforms = create_image_transforms(input_size=64, crop_pct=1.0, mean=(0.5,) * 3, std=(0.5,) * 3,
+                                         **DEFAULT_AUGMENT_KWARGS)
+    collage = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    plain = transforms.eval(collage)
+    flips = {"none": plain, "left-right": plain.flip(-1), "upside down": plain.flip(-2),
+             "both": plain.flip(-1).flip(-2)}
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(64):
+        augmented = transforms.train(collage)
+        matches = [name for name, flipped in flips.items() if torch.equal(augmented, flipped)]
+        assert len(matches) == 1, "an augmented collage is not a flip of the evaluated one"
+        seen.add(matches[0])
+    assert seen == set(flips)
 
 
 def test_a_gsp_pool_trains_with_the_training_defaults_and_other_pools_without_them():

@@ -67,6 +67,7 @@ def tiny_config(output_dir: Path, dataset: Path | DatasetDict, **overrides: Any)
         log_every=1,
         eval_at_start=False,
         augment=True,
+        augment_kwargs={},  # timm's own training transform (random resized crop, flip, colour jitter)
         validation_fraction=0.0,
     )
     values.update(overrides)

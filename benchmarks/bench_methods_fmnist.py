@@ -7,7 +7,7 @@ epochs, learning rate and seed on the embedded Fashion-MNIST subset; only the po
 * ``xml+ms``    — prototype pooling (``proto``), multi-similarity + the XML cross-batch prototype term;
 * ``ccp``       — average pooling, CCP proxies (Proxy-Anchor, 8 per class, in-batch C1 term, k-center init, the
                   plateau projection schedule on test MAP@R);
-* ``gsp+zsr``   — GSP pooling, multi-similarity + ZSR (the default `gsp-hub train` job).
+* ``gsp+zsr``   — GSP pooling, multi-similarity + ZSR (the default `gsp-hub train` job's losses).
 
 Printed: Recall@1 and MAP@R of the best evaluation on the test classes, and the training time.
 
@@ -35,8 +35,9 @@ def run_method(name: str, args: argparse.Namespace, output_dir: Path) -> dict[st
     """Train one method; returns its best evaluation and the wall time."""
     from gsp_hub.train import TrainConfig, train
 
-    config = TrainConfig(
-        **METHODS[name], backbone=args.backbone, img_size=args.img_size, embed_dim=args.embed_dim,
+    config = TrainConfig(  # data set, its 5 training classes and no augmentation pinned (not the defaults')
+        **METHODS[name], dataset="fashion-mnist-subset", augment=False, validation_fraction=0.0,
+        backbone=args.backbone, img_size=args.img_size, embed_dim=args.embed_dim,
         batch_size=args.batch_size, m_per_class=args.m_per_class, epochs=args.epochs, max_steps=args.max_steps,
         lr=args.lr, seed=args.seed, num_workers=args.workers, eval_at_start=False, verify_images=False,
         output_dir=str(output_dir / name.replace("+", "_")), checkpoints_total_limit=1,

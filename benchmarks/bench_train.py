@@ -3,8 +3,9 @@
 For each model (``gsp_resnet18`` at 128 px, ``gsp_tf_efficientnet_lite0`` at 128 px by default), measured side by side
 in one process, repetitions interleaved so that machine load affects both sides alike:
 
-* **loop**: :meth:`gsp_hub.train.Trainer.train_one_epoch` as `gsp-hub train` runs it: PNG decoding and timm
-  augmentation from a ``datasets`` object (the embedded Fashion-MNIST subset, upsampled) in DataLoader workers,
+* **loop**: :meth:`gsp_hub.train.Trainer.train_one_epoch` as `gsp-hub train` runs it: PNG decoding and the
+  resize + normalisation transform (no augmentation) of a ``datasets`` object (the embedded Fashion-MNIST subset,
+  upsampled) in DataLoader workers,
   m-per-class sampling, accelerate, forward, multi-similarity + ZSR, backward, AdamW;
 * **bare**: the same model, loss and optimizer on a pre-made tensor batch: forward + loss + backward + step;
 * **GAP**: the bare step of the ``gap_*`` twin (same backbone, average pooling, no attributes hence no ZSR).
@@ -102,8 +103,9 @@ class LoopStep:
 def measure(model: str, args: argparse.Namespace, output_dir: Path) -> dict[str, float]:
     """Median seconds per step of the loop, the bare GSP step and the bare GAP step."""
     gap_model = model.replace("gsp_", "gap_", 1)
-    common = dict(model=model, backbone_kwargs={}, img_size=args.img_size, batch_size=args.batch_size,
-                  m_per_class=args.m_per_class, embed_dim=args.embed_dim, channels_last=args.channels_last,
+    common = dict(model=model, dataset="fashion-mnist-subset", augment=False, validation_fraction=0.0,
+                  backbone_kwargs={}, img_size=args.img_size, batch_size=args.batch_size, m_per_class=args.m_per_class,
+                  embed_dim=args.embed_dim, channels_last=args.channels_last,
                   epochs=1000, eval_at_start=False, log_every=10**9, verify_images=False)
     loop = LoopStep(TrainConfig(**common, num_workers=args.workers, output_dir=str(output_dir / model),
                                 overwrite=True))

@@ -105,7 +105,7 @@ def option(default: Any, help: str, *, group: str, choices: tuple[str, ...] | No
     metadata = {"help": help, "group": group, "choices": choices, "minimum": minimum, "maximum": maximum,
                 "greater_than": greater_than}
     if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)  # nested lists too
     return field(default=default, metadata=metadata)
 
 

@@ -78,7 +78,8 @@ GSP_TRAINING_DEFAULTS: dict[str, Any] = {"transport_ratio": 0.15, "gamma": 20.0}
 DEFAULT_ZSR_KWARGS: dict[str, Any] = {"class_embedding_init": "unit"}
 # The training augmentation unless --augment-kwargs sets another (timm.data.create_transform options): the whole image
 # (a random resized crop at scale 1 and ratio 1), flipped left-right and upside down, each with probability 0.5, no
-# colour jitter. A flip keeps a collage's 2x2 grid (every tile stays whole in a cell), a crop would not. Measured on the
+# colour jitter (0, not None: timm's no-op jitter still draws from the RNG, and the measured runs include those
+# draws). A flip keeps a collage's 2x2 grid (every tile stays whole in a cell), a crop would not. Measured on the
 # default job's validation classes (benchmarks/RESULTS.md, Fashion-Collage): validation MAP@R rose in 4 of 5 paired
 # seeds, and with 6 epochs instead of 4 (more epochs overfit without it) in 4 of 5 again.
 DEFAULT_AUGMENT_KWARGS: dict[str, Any] = {"scale": [1.0, 1.0], "ratio": [1.0, 1.0], "hflip": 0.5, "vflip": 0.5,
